@@ -1,0 +1,48 @@
+"""Exceptions and warnings raised by xbatcher.
+
+Every exception subclasses :class:`XbatcherError` *and* the built-in exception a user
+would naturally catch, so ``except ValueError`` keeps working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DimensionError",
+    "InputTypeError",
+    "OptionalDependencyError",
+    "SchemaError",
+    "StateError",
+    "XbatcherError",
+    "XbatcherWarning",
+]
+
+
+class XbatcherError(Exception):
+    """Base class of every error raised by xbatcher."""
+
+
+class SchemaError(XbatcherError, ValueError):
+    """A window, overlap, batch or sampling parameter is invalid for the data."""
+
+
+class DimensionError(XbatcherError, KeyError):
+    """A dimension name is not present in the data."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0]) if self.args else ""
+
+
+class InputTypeError(XbatcherError, TypeError):
+    """An argument has the wrong type (for example ``ds`` is not an xarray object)."""
+
+
+class StateError(XbatcherError, ValueError):
+    """A saved iteration state does not match this generator."""
+
+
+class OptionalDependencyError(XbatcherError, ImportError):
+    """An optional dependency is missing; the message names the extra to install."""
+
+
+class XbatcherWarning(UserWarning):
+    """Warnings emitted by xbatcher."""
