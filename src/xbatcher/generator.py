@@ -1,0 +1,644 @@
+"""``BatchGenerator``: the public API, compatible with xbatcher 0.4.
+
+The generator ties the layers together: the :class:`~xbatcher.schema.BatchSchema`
+(index arithmetic), a :mod:`~xbatcher.sampling` sampler (epoch order, shards), the
+:mod:`~xbatcher.reader` (block reads and vectorised gathers through a chunk cache) and
+:mod:`~xbatcher.layout` (numpy or xarray batches). Constructing one is O(1) in the
+number of windows; batch ``i`` is computed on demand.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import operator
+import warnings
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from typing import Any, Literal
+
+import numpy as np
+import xarray as xr
+from numpy.typing import NDArray
+
+from .errors import InputTypeError, SchemaError, StateError, XbatcherWarning
+from .layout import VarLayout, XarrayBuilder, layout_array, plan_layout
+from .reader import BlockCache, Source, WindowRequest, gather, make_source, parse_bytes
+from .sampling import (
+    BlockShuffleSampler,
+    Sampler,
+    SequentialSampler,
+    Shard,
+    ShuffleSampler,
+    UnitGroups,
+    split_ranges,
+)
+from .schema import BatchSchema, Windows
+
+__all__ = ["ArrayBatches", "BatchGenerator"]
+
+Batch = xr.Dataset | xr.DataArray
+ArrayBatch = NDArray[Any] | dict[Hashable, NDArray[Any]]
+_STATE_VERSION = 1
+_GROUP_BYTES = 8 * 2**20  # target size of the buffer gathered at once while iterating
+_MAX_GROUP = 512
+
+
+class BatchGenerator:
+    """Create a generator for iterating through xarray DataArrays / Datasets in batches.
+
+    Compatible with the xbatcher 0.4 ``BatchGenerator`` (same arguments, same batch
+    layout; see ``docs/batching.md`` for the exact rules and the 0.4 bugs fixed), plus
+    sample-level batches, shuffling, sharding and resumable iteration.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset or xarray.DataArray
+        The data, in memory, dask-backed or lazily opened (Zarr, NetCDF).
+    input_dims : dict
+        Window size along each input dim, e.g. ``{"lat": 32, "lon": 32}``.
+    input_overlap : dict, optional
+        Points shared by neighbouring windows along each sliced dim.
+    batch_dims : dict, optional
+        Block size along dims iterated over as batches, e.g. ``{"time": 8}``.
+    concat_input_dims : bool
+        Concatenate all windows of a batch along ``input_batch`` / ``sample``.
+    preload_batch : bool
+        Return numpy-backed batches (True) or lazy dask-backed ones (False).
+    cache, cache_preprocess
+        Accepted for 0.4 compatibility; batch caching arrives with the cache issue and
+        passing a cache currently raises ``NotImplementedError``.
+    keep_remainder : bool
+        Cover leftover points at the end of each sliced dim with a last window that
+        ends at the dim's end (0.4 drops them; default False).
+    batch_size : int, optional
+        Sample-level batches of ``batch_size`` samples (see ``docs/batching.md``).
+    drop_last : bool
+        With ``batch_size``: drop a last, smaller batch.
+    shuffle : bool or "chunks"
+        Shuffle units (samples with ``batch_size``, else batches) every epoch;
+        ``"chunks"`` is the chunk-aware block shuffle for chunked sources.
+    seed : int, optional
+        Seed of the shuffle; drawn at random (and exposed as ``.seed``) if None.
+    sampler : xbatcher.sampling.Sampler, optional
+        Any sampler (overrides ``shuffle``/``seed``).
+    block_cache_bytes : int or str
+        Budget of the cache of decoded source chunks, e.g. ``"512MiB"``.
+    resident_bytes : int or str, optional
+        With ``shuffle="chunks"``: bytes of chunks a shuffle pool draws from
+        (default: half of ``block_cache_bytes``).
+    skip_nan : str or list of str, optional
+        With ``batch_size``: skip samples whose window holds NaN in these variables.
+    mask : str or xarray.DataArray, optional
+        With ``batch_size``: keep only samples whose window is True everywhere in this
+        boolean variable (name of a variable of ``ds`` or a DataArray).
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr, xbatcher as xb
+    >>> da = xr.DataArray(np.arange(24.0).reshape(2, 12), dims=("time", "x"))
+    >>> bgen = xb.BatchGenerator(da, input_dims={"x": 4})
+    >>> len(bgen), bgen[0].dims, bgen[-1].values[0].tolist()
+    (3, ('time', 'x'), [8.0, 9.0, 10.0, 11.0])
+    >>> bgen.arrays[1].shape
+    (2, 4)
+    """
+
+    def __init__(
+        self,
+        ds: xr.Dataset | xr.DataArray,
+        input_dims: Mapping[Hashable, int],
+        input_overlap: Mapping[Hashable, int] | None = None,
+        batch_dims: Mapping[Hashable, int] | None = None,
+        concat_input_dims: bool = False,
+        preload_batch: bool = True,
+        cache: Any = None,
+        cache_preprocess: Callable[[Batch], Batch] | None = None,
+        *,
+        keep_remainder: bool = False,
+        batch_size: int | None = None,
+        drop_last: bool = False,
+        shuffle: bool | Literal["chunks"] = False,
+        seed: int | None = None,
+        sampler: Sampler | None = None,
+        block_cache_bytes: int | str = "512MiB",
+        resident_bytes: int | str | None = None,
+        skip_nan: str | Sequence[str] | None = None,
+        mask: str | xr.DataArray | None = None,
+    ) -> None:
+        if not isinstance(ds, xr.Dataset | xr.DataArray):
+            raise InputTypeError(
+                f"ds must be an xarray.Dataset or xarray.DataArray; got "
+                f"{type(ds).__name__}. Wrap numpy data with xr.DataArray(array, dims=...)."
+            )
+        if isinstance(ds, xr.Dataset) and not ds.data_vars:
+            raise SchemaError(
+                "ds is a Dataset without data variables; there is nothing to batch. "
+                "Pass a Dataset with at least one data variable."
+            )
+        if cache is not None or cache_preprocess is not None:
+            raise NotImplementedError(
+                "batch caching (cache=, cache_preprocess=) is not available yet in this "
+                "version; remove the argument (source chunks are cached in memory "
+                "automatically, see block_cache_bytes)."
+            )
+        self.ds = ds
+        self.cache = cache
+        self.cache_preprocess = cache_preprocess
+        self.preload_batch = bool(preload_batch)
+        self.schema = BatchSchema(
+            ds,
+            input_dims=input_dims,
+            input_overlap=input_overlap,
+            batch_dims=batch_dims,
+            concat_input_dims=concat_input_dims,
+            keep_remainder=keep_remainder,
+            batch_size=batch_size,
+            drop_last=drop_last,
+        )
+        self._check_variables()
+        self.block_cache = BlockCache(parse_bytes(block_cache_bytes))
+        self._builder = XarrayBuilder(ds, self.schema)
+        data = ds._to_temp_dataset() if isinstance(ds, xr.DataArray) else ds
+        self._sources: dict[Hashable, Source] = {
+            name: make_source(name, data[name].variable) for name in data.data_vars
+        }
+        self._coord_sources: dict[Hashable, Source] = {
+            name: make_source(("coord", name), data[name].variable)
+            for name in self._builder.windowed_coords
+        }
+        self._var_dims = {name: data[name].dims for name in data.data_vars}
+        self._layouts: dict[Hashable, VarLayout] = {
+            name: plan_layout(self.schema, list(ds.dims), dims)
+            for name, dims in self._var_dims.items()
+        }
+        self._valid: NDArray[np.int64] | None = None
+        if skip_nan is not None or mask is not None:
+            from .validity import valid_samples
+
+            if self.schema.mode != "sample":
+                raise SchemaError(
+                    "skip_nan= and mask= filter samples and need sample-level batches; "
+                    "pass batch_size=N as well."
+                )
+            self._valid = valid_samples(data, self.schema, skip_nan=skip_nan, mask=mask)
+        self.sampler = self._make_sampler(shuffle, seed, sampler, resident_bytes)
+        self._groups: UnitGroups | None = None
+        self._shard: Shard | None = None
+        self.epoch = 0
+        self._position = 0  # batches delivered in the current epoch
+        self._resume_at = 0
+
+    # ------------------------------------------------------------------ setup
+    def _check_variables(self) -> None:
+        data = self.ds
+        if isinstance(data, xr.DataArray):
+            return
+        sliced = self.schema.sliced_dims
+        for name, var in data.data_vars.items():
+            missing = [d for d in sliced if d not in var.dims]
+            if missing:
+                raise SchemaError(
+                    f"data variable {name!r} has dims {var.dims} and lacks the sliced "
+                    f"dims {missing}; every data variable must have all sliced dims "
+                    f"{list(sliced)}. Drop it (ds.drop_vars({name!r})) or broadcast it "
+                    "(ds[name].broadcast_like(...))."
+                )
+
+    def _make_sampler(
+        self,
+        shuffle: bool | str,
+        seed: int | None,
+        sampler: Sampler | None,
+        resident_bytes: int | str | None,
+    ) -> Sampler:
+        if sampler is not None:
+            if not isinstance(sampler, Sampler):
+                raise InputTypeError(
+                    f"sampler must be an xbatcher.sampling.Sampler; got "
+                    f"{type(sampler).__name__}. Use e.g. xb.ShuffleSampler(seed=0)."
+                )
+            return sampler
+        if shuffle is False or shuffle is None:
+            if seed is not None:
+                warnings.warn(
+                    "seed is ignored without shuffle=True or a sampler.",
+                    XbatcherWarning,
+                    stacklevel=3,
+                )
+            return SequentialSampler()
+        if shuffle is True:
+            return ShuffleSampler(seed=seed)
+        if shuffle == "chunks":
+            budget = (
+                parse_bytes(resident_bytes, "resident_bytes")
+                if resident_bytes is not None
+                else self.block_cache.max_bytes // 2
+            )
+            chunk = max(s.chunk_nbytes for s in self._sources.values())
+            per_unit = max(1, len(self._sources))
+            resident = max(1, budget // max(chunk * per_unit, 1))
+            return BlockShuffleSampler(seed=seed, resident_groups=int(resident))
+        raise SchemaError(
+            f"shuffle must be True, False or 'chunks'; got {shuffle!r}. Use shuffle=True "
+            "for a full shuffle or shuffle='chunks' for a chunk-aware one."
+        )
+
+    # ------------------------------------------------------------------ 0.4 attributes
+    @property
+    def input_dims(self) -> dict[Hashable, int]:
+        return dict(self.schema.input_dims)
+
+    @property
+    def input_overlap(self) -> dict[Hashable, int]:
+        return dict(self.schema.input_overlap)
+
+    @property
+    def batch_dims(self) -> dict[Hashable, int]:
+        return dict(self.schema.batch_dims)
+
+    @property
+    def concat_input_dims(self) -> bool:
+        return self.schema.concat_input_dims
+
+    @property
+    def seed(self) -> int | None:
+        """The shuffle seed (drawn at construction when not given)."""
+        return self.sampler.seed
+
+    # ------------------------------------------------------------------ epoch arithmetic
+    @property
+    def n_units(self) -> int:
+        """Units available to the sampler (samples or batches, after filtering)."""
+        return self.schema.n_units if self._valid is None else int(self._valid.size)
+
+    def _epoch_positions(self) -> int:
+        n = self.sampler.epoch_length(self.n_units)
+        return self._shard.length(n) if self._shard is not None else n
+
+    def __len__(self) -> int:
+        return self.schema.num_batches(self._epoch_positions())
+
+    def _unit_groups(self) -> UnitGroups | None:
+        if not self.sampler.needs_groups:
+            return None
+        if self._groups is None:
+            from .validity import chunk_labels
+
+            labels = chunk_labels(self.schema, self._sources, self._var_dims)
+            if self._valid is not None:
+                labels = labels[self._valid]
+            self._groups = UnitGroups.from_labels(labels)
+        return self._groups
+
+    def _units_at(self, local_positions: NDArray[np.int64]) -> NDArray[np.int64]:
+        n = self.sampler.epoch_length(self.n_units)
+        positions = local_positions
+        if self._shard is not None:
+            positions = self._shard.global_positions(n, local_positions)
+        units = self.sampler.units(self.n_units, self.epoch, positions, self._unit_groups())
+        if self._valid is not None:
+            units = self._valid[units]
+        return units
+
+    def _batch_units(self, first: int, stop: int) -> list[NDArray[np.int64]]:
+        """Units of batches ``first .. stop - 1`` (one array per batch)."""
+        bs = self.schema.batch_size
+        if bs is None:
+            units = self._units_at(np.arange(first, stop, dtype=np.int64))
+            return list(units.reshape(-1, 1))
+        total = self._epoch_positions()
+        lo, hi = first * bs, min(stop * bs, total)
+        units = self._units_at(np.arange(lo, hi, dtype=np.int64))
+        return np.split(units, np.arange(bs, hi - lo, bs))
+
+    def _check_index(self, idx: Any) -> int:
+        try:
+            i = operator.index(idx)
+        except TypeError:
+            raise InputTypeError(
+                f"batch index must be an integer; got {idx!r} of type "
+                f"{type(idx).__name__}. Use bgen[i] with an int (or numpy integer)."
+            ) from None
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(
+                f"batch index {i} is out of range for a generator of {n} batches; "
+                f"valid indices are {-n}..{n - 1}."
+            )
+        return i + n if i < 0 else i
+
+    # ------------------------------------------------------------------ reading
+    def _windows(self, units: NDArray[np.int64]) -> Windows:
+        return self.schema.unit_windows(units)
+
+    def _request(self, windows: Windows, dims: Sequence[Hashable]) -> WindowRequest:
+        sizes = dict(self.schema.sizes)
+        starts, lengths = [], []
+        zero = np.zeros(windows.count, dtype=np.int64)
+        for d in dims:
+            if d in windows.starts:
+                starts.append(windows.starts[d])
+                lengths.append(windows.lengths[d])
+            else:
+                starts.append(zero)
+                lengths.append(sizes[d])
+        return WindowRequest(tuple(starts), tuple(lengths), windows.count)
+
+    def _gather_all(
+        self, windows: Windows, sources: Mapping[Hashable, Source]
+    ) -> dict[Hashable, NDArray[Any]]:
+        out = {}
+        for name, src in sources.items():
+            dims = self._builder.coord_meta[src.key[1]][0] if isinstance(src.key, tuple) else self._var_dims[name]
+            out[name] = gather(src, self._request(windows, dims), self.block_cache)
+        return out
+
+    def _arrays_for(self, batches: list[NDArray[np.int64]]) -> list[ArrayBatch]:
+        """Gather several batches at once and lay each one out as numpy."""
+        flat = np.concatenate(batches)
+        windows = self._windows(flat)
+        gathered = self._gather_all(windows, self._sources)
+        counts = (
+            [int(self.schema.unit_window_counts(b).sum()) for b in batches]
+            if self.schema.mode == "concat"
+            else [b.size for b in batches]
+        )
+        edges = np.cumsum([0, *counts])
+        out: list[ArrayBatch] = []
+        for j in range(len(batches)):
+            per_var = {
+                name: layout_array(g[edges[j] : edges[j + 1]], self._layouts[name])
+                for name, g in gathered.items()
+            }
+            out.append(self._pack(per_var))
+        return out
+
+    def _pack(self, per_var: dict[Hashable, NDArray[Any]]) -> ArrayBatch:
+        if isinstance(self.ds, xr.DataArray):
+            return next(iter(per_var.values()))
+        return per_var
+
+    def _xarray_for(self, units: NDArray[np.int64]) -> Batch:
+        windows = self._windows(units)
+        if self.preload_batch:
+            arrays = self._gather_all(windows, self._sources)
+            coords = self._gather_all(windows, self._coord_sources)
+        else:
+            arrays = self._lazy_all(windows, self._sources)
+            coords = self._gather_all(windows, self._coord_sources)
+        first = {d: int(s[0]) for d, s in windows.starts.items()} if windows.count else {}
+        return self._builder.build(arrays, coords, first, units)
+
+    def _lazy_all(
+        self, windows: Windows, sources: Mapping[Hashable, Source]
+    ) -> dict[Hashable, Any]:
+        import dask
+        import dask.array as da
+
+        out = {}
+        for name, src in sources.items():
+            request = self._request(windows, self._var_dims[name])
+            task = dask.delayed(gather, pure=True)(src, request, self.block_cache)
+            shape = (request.count, *request.lengths)
+            out[name] = da.from_delayed(task, shape=shape, dtype=src.dtype)
+        return out
+
+    # ------------------------------------------------------------------ public access
+    def __getitem__(self, idx: int) -> Batch:
+        i = self._check_index(idx)
+        (units,) = self._batch_units(i, i + 1)
+        return self._xarray_for(units)
+
+    def __iter__(self) -> Iterator[Batch]:
+        for i in self._epoch_indices():
+            yield self[i]
+            self._position = i + 1
+        self._end_epoch()
+
+    def _epoch_indices(self) -> range:
+        start, self._resume_at = self._resume_at, 0
+        self._position = start
+        return range(start, len(self))
+
+    def _end_epoch(self) -> None:
+        self.epoch += 1
+        self._position = 0
+
+    @property
+    def arrays(self) -> ArrayBatches:
+        """The array fast path: batches as numpy (same values and layout as ``self[i]``)."""
+        return ArrayBatches(self)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose order the next iteration follows."""
+        if isinstance(epoch, bool) or not isinstance(epoch, int | np.integer) or epoch < 0:
+            raise SchemaError(f"epoch must be an int >= 0; got {epoch!r}.")
+        self.epoch = int(epoch)
+        self._position = 0
+        self._resume_at = 0
+
+    # ------------------------------------------------------------------ shards, splits
+    def shard(
+        self, rank: int, world_size: int, even: Literal["pad", "drop"] = "pad"
+    ) -> BatchGenerator:
+        """A copy of this generator that yields only shard ``rank`` of ``world_size``.
+
+        Units (samples, or batches without ``batch_size``) are dealt round-robin; with
+        ``even="pad"`` every shard has ``ceil(n / world_size)`` units (repeating from
+        the start of the epoch, like torch's DistributedSampler), with ``"drop"``
+        ``n // world_size``. Sharding a shard composes (DDP rank, then loader worker).
+        """
+        new = copy.copy(self)
+        inner = Shard(rank, world_size, even)
+        new._shard = inner if self._shard is None else self._shard.then(inner)
+        new._position = 0
+        new._resume_at = 0
+        return new
+
+    def split(
+        self, dim: Hashable, gap: int = 0, **parts: float | int | tuple[Any, Any] | slice
+    ) -> dict[str, BatchGenerator]:
+        """Split the data along ``dim`` into generators over disjoint ranges.
+
+        Each part is a fraction (float), a number of points (int) or a label range
+        (``slice(start, stop)`` or a 2-tuple, inclusive as in ``.sel``). Every
+        window of a part lies inside its range, so no window of one split touches data
+        of another. ``gap`` leaves points out between fraction/count parts.
+
+        Examples
+        --------
+        >>> import numpy as np, xarray as xr, xbatcher as xb
+        >>> da = xr.DataArray(np.zeros((100, 8)), dims=("time", "x"))
+        >>> parts = xb.BatchGenerator(da, {"time": 10}).split("time", train=0.8, val=0.2)
+        >>> {k: len(v) for k, v in parts.items()}
+        {'train': 8, 'val': 2}
+        """
+        if dim not in self.ds.dims:
+            from .errors import DimensionError
+
+            raise DimensionError(
+                f"split dim {dim!r} is not a dimension of the data; dims are "
+                f"{list(self.ds.dims)}."
+            )
+        if not parts:
+            raise SchemaError("split needs at least one part, e.g. split('time', train=0.8, val=0.2).")
+        ranges: dict[str, tuple[int, int]]
+        if all(isinstance(v, slice | tuple) for v in parts.values()):
+            index = self.ds.indexes[dim] if dim in self.ds.indexes else None
+            if index is None:
+                raise SchemaError(f"label ranges need a coordinate on {dim!r}; use fractions.")
+            ranges = {}
+            for name, v in parts.items():
+                lab = v if isinstance(v, slice) else slice(*v)
+                sl = index.slice_indexer(lab.start, lab.stop)
+                ranges[name] = (int(sl.start or 0), int(sl.stop if sl.stop is not None else len(index)))
+            spans = sorted(ranges.values())
+            for (a0, a1), (b0, _) in zip(spans, spans[1:], strict=False):
+                if b0 < a1:
+                    raise SchemaError(f"split label ranges overlap along {dim!r}: {parts}.")
+        else:
+            ranges = split_ranges(self.ds.sizes[dim], parts, gap)  # type: ignore[arg-type]
+        return {
+            name: self._rebuild(self.ds.isel({dim: slice(a, b)}))
+            for name, (a, b) in ranges.items()
+        }
+
+    def _rebuild(self, ds: Batch) -> BatchGenerator:
+        s = self.schema
+        return BatchGenerator(
+            ds,
+            dict(s.input_dims),
+            dict(s.input_overlap),
+            dict(s.batch_dims),
+            s.concat_input_dims,
+            self.preload_batch,
+            keep_remainder=s.keep_remainder,
+            batch_size=s.batch_size,
+            drop_last=s.drop_last,
+            sampler=self.sampler,
+            block_cache_bytes=self.block_cache.max_bytes,
+        )
+
+    # ------------------------------------------------------------------ state
+    @property
+    def fingerprint(self) -> str:
+        """Hash of schema, source structure and coordinates, and sampler."""
+        h = hashlib.sha256()
+        h.update(self.schema.to_json().encode())
+        h.update(source_fingerprint(self.ds).encode())
+        h.update(json.dumps(self.sampler.to_dict(), sort_keys=True, default=str).encode())
+        if self._valid is not None:
+            h.update(self._valid.tobytes())
+        return h.hexdigest()[:16]
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where iteration stands: enough to resume mid-epoch with load_state_dict."""
+        shard = self._shard
+        return {
+            "version": _STATE_VERSION,
+            "fingerprint": self.fingerprint,
+            "seed": self.seed,
+            "epoch": self.epoch,
+            "position": self._position,
+            "shard": None if shard is None else [shard.rank, shard.world_size, shard.even],
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Resume: the next iteration yields exactly the batches not yet delivered."""
+        if state.get("version") != _STATE_VERSION:
+            raise StateError(
+                f"state version {state.get('version')!r} is not supported (expected "
+                f"{_STATE_VERSION})."
+            )
+        mine = self.fingerprint
+        if state.get("fingerprint") != mine:
+            raise StateError(
+                "this state was saved by a different generator (schema, data or sampler "
+                f"differ): checkpoint fingerprint {state.get('fingerprint')!r}, current "
+                f"fingerprint {mine!r}. Build the generator with the same arguments and "
+                "data as when the state was saved."
+            )
+        shard = self._shard
+        current = None if shard is None else [shard.rank, shard.world_size, shard.even]
+        saved = state.get("shard")
+        if (list(saved) if saved is not None else None) != current:
+            raise StateError(
+                f"state was saved for shard {saved}, this generator is shard {current}. "
+                "Load each rank's own state."
+            )
+        position = int(state["position"])
+        if not 0 <= position <= len(self):
+            raise StateError(f"state position {position} is outside 0..{len(self)}.")
+        self.epoch = int(state["epoch"])
+        self._position = position
+        self._resume_at = position
+
+    def __repr__(self) -> str:
+        s = self.schema
+        return (
+            f"<xbatcher.BatchGenerator: {len(self)} batches, mode={s.mode!r}, "
+            f"input_dims={dict(s.input_dims)}, batch_dims={dict(s.batch_dims)}, "
+            f"batch_size={s.batch_size}, sampler={type(self.sampler).__name__}>"
+        )
+
+
+class ArrayBatches:
+    """Sequence view of a generator's batches as numpy arrays (the fast path).
+
+    ``batches[i]`` is an ``ndarray`` for a DataArray source and a dict of variable
+    name -> ``ndarray`` for a Dataset; iteration gathers many batches per read.
+    """
+
+    def __init__(self, gen: BatchGenerator) -> None:
+        self._gen = gen
+
+    def __len__(self) -> int:
+        return len(self._gen)
+
+    def __getitem__(self, idx: int) -> ArrayBatch:
+        gen = self._gen
+        i = gen._check_index(idx)
+        return gen._arrays_for(gen._batch_units(i, i + 1))[0]
+
+    def __iter__(self) -> Iterator[ArrayBatch]:
+        gen = self._gen
+        indices = gen._epoch_indices()
+        step = self._group_size()
+        for first in range(indices.start, indices.stop, step):
+            stop = min(first + step, indices.stop)
+            for j, batch in enumerate(gen._arrays_for(gen._batch_units(first, stop))):
+                yield batch
+                gen._position = first + j + 1
+        gen._end_epoch()
+
+    def _group_size(self) -> int:
+        gen = self._gen
+        s = gen.schema
+        sizes = dict(s.sizes)
+        batch_bytes = 0
+        for src, dims in zip(gen._sources.values(), gen._var_dims.values(), strict=True):
+            per_window = math.prod(
+                next((w.window for w in s.sliced if w.dim == d), sizes[d] if s.mode != "sample" else 1)
+                for d in dims
+            )
+            batch_bytes += per_window * src.dtype.itemsize * s.windows_per_unit * (s.batch_size or 1)
+        return int(max(1, min(_MAX_GROUP, _GROUP_BYTES // max(batch_bytes, 1))))
+
+
+def source_fingerprint(ds: Batch) -> str:
+    """Cheap, stable hash of a source's structure and coordinate labels (not its data)."""
+    h = hashlib.sha256()
+    data = ds._to_temp_dataset() if isinstance(ds, xr.DataArray) else ds
+    for name, var in sorted(data.variables.items(), key=lambda kv: str(kv[0])):
+        h.update(f"{name}|{var.dims}|{var.shape}|{var.dtype}".encode())
+    for name, index in sorted(data.indexes.items(), key=lambda kv: str(kv[0])):
+        values = np.asarray(index.values)
+        sample = values if values.size <= 4096 else values[np.linspace(0, values.size - 1, 4096).astype(int)]
+        h.update(str(name).encode())
+        h.update(np.ascontiguousarray(sample).astype(str).tobytes() if sample.dtype == object else np.ascontiguousarray(sample).tobytes())
+    src = ds.encoding.get("source")
+    if src:
+        h.update(str(src).encode())
+    return h.hexdigest()[:16]

@@ -1,0 +1,195 @@
+"""Batch layout: turn gathered windows into numpy arrays or xarray objects.
+
+The reader returns, per variable, an array of shape ``(n_windows, *window)`` in the
+variable's own dim order. This module applies the 0.4 layout rules of
+``docs/batching.md`` (stacking into ``sample``, ``*_input`` renames) to those buffers:
+:func:`layout_array` for the array fast path, :class:`XarrayBuilder` for xarray output.
+Both start from the same buffers, so the two paths cannot disagree on values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import xarray as xr
+from numpy.typing import NDArray
+
+from .schema import BatchSchema
+
+__all__ = ["VarLayout", "layout_array", "plan_layout"]
+
+INPUT_SUFFIX = "_input"
+
+
+@dataclass(frozen=True, slots=True)
+class VarLayout:
+    """How one variable's gathered windows become its batch array.
+
+    ``squeeze`` axes are dropped, then the axes are permuted by ``perm`` and
+    ``broadcast`` dims inserted, then the leading ``n_stack`` axes are merged.
+    """
+
+    dims: tuple[Hashable, ...]  # the variable's dims in the source
+    out_dims: tuple[Hashable, ...]  # dims of the batch array (xarray names)
+    squeeze: tuple[int, ...]
+    perm: tuple[int, ...]
+    n_stack: int
+    windowed: bool  # False: the variable is the same for every window (take window 0)
+
+
+def input_name(dim: Hashable) -> str:
+    return f"{dim}{INPUT_SUFFIX}"
+
+
+def stack_dims(schema: BatchSchema, dims: Sequence[Hashable]) -> list[Hashable]:
+    """Dims stacked into ``sample`` in window/concat mode (may be fewer than 2)."""
+    input_dims = dict(schema.input_dims)
+    rest = [d for d in dims if d not in input_dims]
+    if schema.mode == "concat":
+        return ["input_batch", *rest]
+    return rest
+
+
+def plan_layout(
+    schema: BatchSchema, ds_dims: Sequence[Hashable], var_dims: Sequence[Hashable]
+) -> VarLayout:
+    """Layout of a data variable with dims ``var_dims`` in a dataset with ``ds_dims``."""
+    var_dims = tuple(var_dims)
+    input_dims = list(dict(schema.input_dims))
+    mode = schema.mode
+    if mode == "sample":
+        sliced = schema.sliced_dims
+        keep = [d for d in sliced if d in var_dims]
+        squeeze = tuple(1 + i for i, d in enumerate(var_dims) if d not in sliced)
+        kept_order = [d for d in var_dims if d in sliced]
+        perm = (0, *(1 + kept_order.index(d) for d in keep))
+        return VarLayout(
+            var_dims, ("sample", *(input_name(d) for d in keep)), squeeze, perm, 0, True
+        )
+    # window and concat: leading window axis, then the variable's dims
+    full = ["input_batch", *var_dims] if mode == "concat" else list(var_dims)
+    names = {d: (input_name(d) if mode == "concat" and d in input_dims else d) for d in var_dims}
+    stacked = stack_dims(schema, ds_dims)
+    squeeze = () if mode == "concat" else (0,)
+    if len(stacked) < 2:
+        out = tuple(["input_batch"] if mode == "concat" else []) + tuple(names[d] for d in var_dims)
+        return VarLayout(var_dims, out, squeeze, tuple(range(len(full))), 0, True)
+    # stacked layout: (sample, *input dims in input_dims order)
+    present = [d for d in stacked if d in full]
+    order = present + [d for d in input_dims if d in full]
+    perm = tuple(full.index(d) for d in order)
+    out_dims = ("sample", *(names[d] for d in input_dims if d in full))
+    return VarLayout(var_dims, out_dims, squeeze, perm, len(present), True)
+
+
+def layout_array(gathered: NDArray[Any], lay: VarLayout) -> NDArray[Any]:
+    """Apply a :class:`VarLayout` to a ``(n_windows, *window)`` buffer."""
+    a = gathered
+    if lay.squeeze:
+        a = a.reshape([n for i, n in enumerate(a.shape) if i not in lay.squeeze])
+    if lay.perm != tuple(range(a.ndim)):
+        a = a.transpose(lay.perm)
+    if lay.n_stack > 1:
+        a = a.reshape((-1, *a.shape[lay.n_stack :]))
+    return a
+
+
+class XarrayBuilder:
+    """Builds xarray batches (0.4 layouts and sample layout) around gathered arrays."""
+
+    def __init__(self, obj: xr.Dataset | xr.DataArray, schema: BatchSchema) -> None:
+        self.is_dataarray = isinstance(obj, xr.DataArray)
+        self.schema = schema
+        ds = obj._to_temp_dataset() if isinstance(obj, xr.DataArray) else obj
+        self.name = obj.name if isinstance(obj, xr.DataArray) else None
+        self.attrs = dict(obj.attrs)
+        self.ds_dims = list(obj.dims)
+        self.template = ds.coords.to_dataset()
+        self.data_vars = {k: (v.dims, dict(v.attrs)) for k, v in ds.data_vars.items()}
+        self.coord_names = list(ds.coords)
+        input_dims = dict(schema.input_dims)
+        sliced = set(schema.sliced_dims)
+        mode = schema.mode
+        # coordinates gathered per window (the others are shared by the whole batch)
+        if mode == "sample":
+            self.windowed_coords = [c for c in self.coord_names if ds[c].ndim > 0]
+        elif mode == "concat":
+            self.windowed_coords = [
+                c for c in self.coord_names if any(d in input_dims for d in ds[c].dims)
+            ]
+        else:
+            self.windowed_coords = []
+        self.coord_meta = {c: (ds[c].dims, dict(ds[c].attrs)) for c in self.coord_names}
+        self.shared_template = self.template.drop_vars(self.windowed_coords)
+        self.block_dims = [d for d in schema.sliced_dims if d not in input_dims or mode == "window"]
+        self._sliced = sliced
+
+    def build(
+        self,
+        arrays: Mapping[Hashable, Any],
+        coord_arrays: Mapping[Hashable, Any],
+        first_starts: Mapping[Hashable, int],
+        units: NDArray[np.int64],
+    ) -> xr.Dataset | xr.DataArray:
+        """Assemble one batch.
+
+        ``arrays`` holds each data variable's gathered ``(n_windows, ...)`` array (numpy
+        or dask), ``coord_arrays`` the same for windowed coordinates, ``first_starts``
+        the window start of the batch's first window along each sliced dim.
+        """
+        schema = self.schema
+        mode = schema.mode
+        lengths = {w.dim: w.window for w in schema.sliced}
+        selector = {
+            d: slice(first_starts[d], first_starts[d] + lengths[d])
+            for d in self.block_dims
+        }
+        coords_ds = self.shared_template.isel(selector) if selector else self.shared_template
+        variables: dict[Hashable, xr.Variable] = {}
+        input_dims = dict(schema.input_dims)
+        if mode == "sample":
+            for name in self.windowed_coords:
+                dims, attrs = self.coord_meta[name]
+                lay = plan_layout(schema, self.ds_dims, dims)
+                variables[name] = xr.Variable(lay.out_dims, layout_array(coord_arrays[name], lay), attrs)
+            variables["sample"] = xr.Variable("sample", units)
+        elif mode == "concat":
+            for name in self.windowed_coords:
+                dims, attrs = self.coord_meta[name]
+                out_dims = ("input_batch", *(input_name(d) if d in input_dims else d for d in dims))
+                variables[name] = xr.Variable(out_dims, coord_arrays[name], attrs)
+        data: dict[Hashable, xr.Variable] = {}
+        for name, (dims, attrs) in self.data_vars.items():
+            a = arrays[name]
+            if mode == "sample":
+                lay = plan_layout(schema, self.ds_dims, dims)
+                data[name] = xr.Variable(lay.out_dims, layout_array(a, lay), attrs)
+            elif mode == "concat":
+                out_dims = ("input_batch", *(input_name(d) if d in input_dims else d for d in dims))
+                data[name] = xr.Variable(out_dims, a, attrs)
+            else:
+                data[name] = xr.Variable(dims, a[0], attrs)
+        result = coords_ds.assign_coords(variables) if variables else coords_ds
+        result = result.assign(data)
+        result.attrs = dict(self.attrs)
+        if mode != "sample":
+            names = (
+                [input_name(d) for d in input_dims]
+                if mode == "concat"
+                else list(input_dims)
+            )
+            stacked = [d for d in stack_dims(schema, self.ds_dims) if d in result.dims]
+            if mode == "concat" and "input_batch" not in stacked:
+                stacked.insert(0, "input_batch")
+            if len(stacked) >= 2:
+                result = result.stack(sample=stacked).transpose("sample", *names)
+        if self.is_dataarray:
+            (var_name,) = list(self.data_vars)
+            out = result[var_name]
+            out.name = self.name
+            out.attrs = dict(self.data_vars[var_name][1])
+            return out
+        return result

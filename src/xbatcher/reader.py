@@ -1,0 +1,449 @@
+"""The reader: block reads of the source and vectorised window gathers.
+
+One :class:`Source` wraps one variable of the dataset, whatever backs it: an in-memory
+numpy array, a dask array, or a lazily indexed backend array (Zarr, NetCDF...) opened by
+xarray without dask. Chunked sources are read one storage chunk at a time through a
+byte-bounded :class:`BlockCache`, so consecutive batches that touch the same chunk
+decode it once. :func:`gather` copies any set of equally shaped windows out of a source
+into one contiguous ``(n_windows, *window_shape)`` array with one numpy fancy-indexing
+operation per chunk group, never one ``isel`` per window.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import xarray as xr
+from numpy.lib.stride_tricks import sliding_window_view
+from numpy.typing import NDArray
+
+from .errors import SchemaError
+
+__all__ = [
+    "BlockCache",
+    "DaskSource",
+    "InMemorySource",
+    "LazySource",
+    "Source",
+    "gather",
+    "make_source",
+    "parse_bytes",
+]
+
+_DEFAULT_BLOCK_BYTES = 16 * 2**20
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+_UNITS.update({"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40})
+
+
+def parse_bytes(value: int | str, what: str = "block_cache_bytes") -> int:
+    """Parse a byte count such as ``2**28``, ``"256MiB"`` or ``"1GB"``.
+
+    Examples
+    --------
+    >>> parse_bytes("256MiB"), parse_bytes("1.5 GB"), parse_bytes(0)
+    (268435456, 1500000000, 0)
+    """
+    if isinstance(value, bool):
+        raise SchemaError(f"{what} must be a byte count like 2**28 or '256MiB'; got {value!r}.")
+    if isinstance(value, int | np.integer):
+        n = int(value)
+    elif isinstance(value, str):
+        text = value.strip().lower().replace(" ", "")
+        num = text.rstrip("abcdefghijklmnopqrstuvwxyz")
+        unit = text[len(num) :]
+        if unit not in _UNITS or not num:
+            raise SchemaError(
+                f"{what} must be a byte count like 2**28, '256MiB' or '1GB'; got "
+                f"{value!r}. Known units: {sorted(k for k in _UNITS if k)}."
+            )
+        n = int(float(num) * _UNITS[unit])
+    else:
+        raise SchemaError(f"{what} must be an int or a string like '256MiB'; got {value!r}.")
+    if n < 0:
+        raise SchemaError(f"{what} must be >= 0; got {value!r}.")
+    return n
+
+
+class BlockCache:
+    """A thread-safe, byte-bounded LRU cache of decoded source chunks.
+
+    Parameters
+    ----------
+    max_bytes : int
+        Budget; the least recently used chunks are evicted beyond it. A single chunk
+        larger than the budget is used for the request that needed it and not kept.
+
+    Examples
+    --------
+    >>> c = BlockCache(100)
+    >>> c.put(("v", (0,)), np.zeros(10))  # 80 bytes
+    >>> c.get(("v", (0,))) is not None, c.stats()["hits"]
+    (True, 1)
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._data: OrderedDict[Hashable, NDArray[Any]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+        self.evictions = 0
+        self.loaded_bytes = 0
+
+    def get(self, key: Hashable) -> NDArray[Any] | None:
+        with self._lock:
+            value = self._data.get(key)
+            if value is None:
+                self.misses += 1
+                return None
+            self._data.move_to_end(key)
+            self.hits += 1
+            return value
+
+    def put(self, key: Hashable, value: NDArray[Any]) -> None:
+        with self._lock:
+            self.loaded_bytes += value.nbytes
+            if key in self._data or value.nbytes > self.max_bytes:
+                return
+            self._data[key] = value
+            self._bytes += value.nbytes
+            while self._bytes > self.max_bytes:
+                _, old = self._data.popitem(last=False)
+                self._bytes -= old.nbytes
+                self.evictions += 1
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+            self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def stats(self) -> dict[str, int]:
+        """Counters: hits, misses, evictions, resident bytes, bytes decoded."""
+        return {
+            "hits": self.hits,
+            "misses": self.misses,
+            "evictions": self.evictions,
+            "resident_bytes": self._bytes,
+            "resident_chunks": len(self._data),
+            "decoded_bytes": self.loaded_bytes,
+        }
+
+
+def _bounds(chunks: Sequence[Sequence[int]]) -> tuple[NDArray[np.int64], ...]:
+    return tuple(np.concatenate([[0], np.cumsum(c)]).astype(np.int64) for c in chunks)
+
+
+class Source:
+    """One variable of the dataset as an n-d array that can be read by blocks.
+
+    ``bounds`` is ``None`` for in-memory data; otherwise it holds, per dim, the chunk
+    boundaries ``[0, c0, c0 + c1, ..., size]``.
+    """
+
+    key: Hashable
+    shape: tuple[int, ...]
+    dtype: np.dtype[Any]
+    bounds: tuple[NDArray[np.int64], ...] | None
+
+    def read(self, region: tuple[slice, ...]) -> NDArray[Any]:
+        """Read a region (a tuple of slices) as a numpy array."""
+        raise NotImplementedError
+
+    def read_chunks(self, chunk_ids: Sequence[tuple[int, ...]]) -> list[NDArray[Any]]:
+        """Read whole chunks (by chunk index tuple)."""
+        return [self.read(self.chunk_region(c)) for c in chunk_ids]
+
+    def chunk_region(self, cid: tuple[int, ...]) -> tuple[slice, ...]:
+        assert self.bounds is not None
+        return tuple(slice(int(b[i]), int(b[i + 1])) for b, i in zip(self.bounds, cid, strict=True))
+
+    @property
+    def nchunks(self) -> tuple[int, ...]:
+        assert self.bounds is not None
+        return tuple(len(b) - 1 for b in self.bounds)
+
+    @property
+    def chunk_nbytes(self) -> int:
+        """Bytes of the largest chunk (the whole array when not chunked)."""
+        if self.bounds is None:
+            return math.prod(self.shape) * self.dtype.itemsize
+        return math.prod(int(np.diff(b).max()) for b in self.bounds) * self.dtype.itemsize
+
+
+class InMemorySource(Source):
+    """A numpy array held in memory; windows are gathered straight from it."""
+
+    def __init__(self, key: Hashable, array: NDArray[Any]) -> None:
+        self.key = key
+        self.array = array
+        self.shape = array.shape
+        self.dtype = array.dtype
+        self.bounds = None
+        self._views: dict[tuple[int, ...], NDArray[Any]] = {}
+
+    def read(self, region: tuple[slice, ...]) -> NDArray[Any]:
+        return self.array[region]
+
+    def windows_view(self, lengths: tuple[int, ...]) -> NDArray[Any]:
+        view = self._views.get(lengths)
+        if view is None:
+            view = sliding_window_view(self.array, lengths) if self.array.ndim else self.array
+            self._views[lengths] = view
+        return view
+
+
+class DaskSource(Source):
+    """A dask array; each chunk is computed once while it stays in the block cache."""
+
+    def __init__(self, key: Hashable, array: Any) -> None:
+        self.key = key
+        self.array = array
+        self.shape = tuple(array.shape)
+        self.dtype = np.dtype(array.dtype)
+        self.bounds = _bounds(array.chunks)
+
+    def read(self, region: tuple[slice, ...]) -> NDArray[Any]:
+        return np.asarray(self.array[region].compute())
+
+    def read_chunks(self, chunk_ids: Sequence[tuple[int, ...]]) -> list[NDArray[Any]]:
+        import dask
+
+        blocks = [self.array.blocks[c] for c in chunk_ids]
+        return [np.asarray(b) for b in dask.compute(*blocks)]
+
+
+class LazySource(Source):
+    """A lazily indexed backend array (Zarr, NetCDF... opened without dask).
+
+    Chunks are the storage chunks the backend reports (``encoding['preferred_chunks']``
+    or ``encoding['chunks']``); without them, blocks of about 16 MiB along the leading
+    dims. Several missing chunks are decoded in parallel threads.
+    """
+
+    def __init__(self, key: Hashable, variable: xr.Variable) -> None:
+        self.key = key
+        self.variable = variable
+        self.shape = tuple(variable.shape)
+        self.dtype = np.dtype(variable.dtype)
+        self.bounds = _bounds(_storage_chunks(variable))
+
+    def read(self, region: tuple[slice, ...]) -> NDArray[Any]:
+        return np.asarray(self.variable[region].values)
+
+    def read_chunks(self, chunk_ids: Sequence[tuple[int, ...]]) -> list[NDArray[Any]]:
+        if len(chunk_ids) == 1:
+            return [self.read(self.chunk_region(chunk_ids[0]))]
+        with ThreadPoolExecutor(max_workers=min(4, len(chunk_ids))) as pool:
+            return list(pool.map(lambda c: self.read(self.chunk_region(c)), chunk_ids))
+
+
+def _storage_chunks(variable: xr.Variable) -> tuple[tuple[int, ...], ...]:
+    enc = variable.encoding
+    sizes: tuple[int, ...] | None = None
+    preferred = enc.get("preferred_chunks")
+    if isinstance(preferred, dict) and all(d in preferred for d in variable.dims):
+        sizes = tuple(int(preferred[d]) for d in variable.dims)
+    elif enc.get("chunks") is not None and len(enc["chunks"]) == variable.ndim:
+        sizes = tuple(int(c) for c in enc["chunks"])
+    if sizes is None:
+        sizes = _default_block(variable.shape, np.dtype(variable.dtype).itemsize)
+    return tuple(
+        tuple([c] * (n // c) + ([n % c] if n % c else [])) if n else (0,)
+        for n, c in zip(variable.shape, sizes, strict=True)
+    )
+
+
+def _default_block(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
+    """Split leading dims so that a block holds about 16 MiB."""
+    block = list(shape)
+    for axis in range(len(shape)):
+        total = math.prod(block) * itemsize
+        if total <= _DEFAULT_BLOCK_BYTES:
+            break
+        rest = math.prod(block[axis + 1 :]) * itemsize
+        block[axis] = max(1, _DEFAULT_BLOCK_BYTES // max(rest, 1))
+    return tuple(max(1, b) for b in block)
+
+
+def make_source(key: Hashable, variable: xr.Variable) -> Source:
+    """Wrap an xarray variable in the right :class:`Source` for its backing array."""
+    if variable.chunks is not None:
+        return DaskSource(key, variable.data)
+    if getattr(variable, "_in_memory", True):
+        return InMemorySource(key, np.asarray(variable.values))
+    return LazySource(key, variable)
+
+
+@dataclass(frozen=True, slots=True)
+class WindowRequest:
+    """Windows over one variable: a start array and a length for every axis."""
+
+    starts: tuple[NDArray[np.int64], ...]
+    lengths: tuple[int, ...]
+    count: int
+
+
+def gather(source: Source, request: WindowRequest, cache: BlockCache | None) -> NDArray[Any]:
+    """Copy the requested windows out of ``source`` into a new contiguous array.
+
+    Returns an array of shape ``(request.count, *request.lengths)``.
+    """
+    if isinstance(source, InMemorySource):
+        return _gather_array(source.array, source, request.starts, request.lengths)
+    return _gather_chunked(source, request, cache)
+
+
+def _gather_array(
+    array: NDArray[Any],
+    source: InMemorySource | None,
+    starts: tuple[NDArray[np.int64], ...],
+    lengths: tuple[int, ...],
+) -> NDArray[Any]:
+    count = int(starts[0].size) if starts else 1
+    if array.ndim == 0:
+        return np.broadcast_to(array, (count,)).copy()
+    if count == 1:
+        region = tuple(slice(int(s[0]), int(s[0]) + n) for s, n in zip(starts, lengths, strict=True))
+        return array[region][np.newaxis].copy()
+    window_bytes = math.prod(lengths) * array.itemsize
+    if window_bytes >= 16384:
+        # big windows: a slice copy per window beats fancy indexing over a view
+        out = np.empty((count, *lengths), dtype=array.dtype)
+        cols = [s.tolist() for s in starts]
+        for i, ss in enumerate(zip(*cols, strict=True)):
+            out[i] = array[tuple(slice(s, s + n) for s, n in zip(ss, lengths, strict=True))]
+        return out
+    view = (
+        source.windows_view(lengths)
+        if source is not None
+        else sliding_window_view(array, lengths)
+    )
+    return view[starts]
+
+
+def _gather_chunked(
+    source: Source, request: WindowRequest, cache: BlockCache | None
+) -> NDArray[Any]:
+    assert source.bounds is not None
+    starts, lengths = request.starts, request.lengths
+    bounds = source.bounds
+    c_lo = [np.searchsorted(b, s, side="right") - 1 for b, s in zip(bounds, starts, strict=True)]
+    c_hi = [
+        np.searchsorted(b, s + (n - 1), side="right") - 1
+        for b, s, n in zip(bounds, starts, lengths, strict=True)
+    ]
+    nchunks = source.nchunks
+    keys = np.ravel_multi_index(c_lo, nchunks) if starts else np.zeros(1, np.int64)
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    cuts = np.flatnonzero(np.diff(sorted_keys)) + 1
+    groups = np.split(order, cuts)
+    # 1. which chunks does the request need, and which groups fit in one chunk
+    plans = []
+    needed: dict[tuple[int, ...], None] = {}
+    for idx in groups:
+        lo = tuple(int(c[idx[0]]) for c in c_lo)
+        hi = tuple(int(c[idx].max()) for c in c_hi)
+        plans.append((idx, lo, hi))
+        for cid in itertools.product(*(range(a, b + 1) for a, b in zip(lo, hi, strict=True))):
+            needed[cid] = None
+    chunks = _fetch_chunks(source, list(needed), cache)
+    # 2. gather each group from its chunk, or from a small assembled region
+    if len(plans) == 1:
+        return _gather_group(source, chunks, plans[0], starts, lengths)
+    out = np.empty((request.count, *lengths), dtype=source.dtype)
+    for plan in plans:
+        out[plan[0]] = _gather_group(source, chunks, plan, starts, lengths)
+    return out
+
+
+def _gather_group(
+    source: Source,
+    chunks: dict[tuple[int, ...], NDArray[Any]],
+    plan: tuple[NDArray[np.intp], tuple[int, ...], tuple[int, ...]],
+    starts: tuple[NDArray[np.int64], ...],
+    lengths: tuple[int, ...],
+) -> NDArray[Any]:
+    assert source.bounds is not None
+    idx, lo, hi = plan
+    local = [s[idx] for s in starts]
+    if lo == hi:
+        block = chunks[lo]
+        origin = [int(b[c]) for b, c in zip(source.bounds, lo, strict=True)]
+    else:
+        origin = [int(s.min()) for s in local]
+        stop = [int(s.max()) + n for s, n in zip(local, lengths, strict=True)]
+        block = _assemble(source, chunks, origin, stop, lo, hi)
+    rel = tuple(s - o for s, o in zip(local, origin, strict=True))
+    return _gather_array(block, None, rel, lengths)
+
+
+def _assemble(
+    source: Source,
+    chunks: dict[tuple[int, ...], NDArray[Any]],
+    start: Sequence[int],
+    stop: Sequence[int],
+    lo: tuple[int, ...],
+    hi: tuple[int, ...],
+) -> NDArray[Any]:
+    """Copy the region ``[start, stop)`` out of the chunks that cover it."""
+    assert source.bounds is not None
+    region = np.empty([b - a for a, b in zip(start, stop, strict=True)], dtype=source.dtype)
+    for cid in itertools.product(*(range(a, b + 1) for a, b in zip(lo, hi, strict=True))):
+        src_sel, dst_sel = [], []
+        for b, c, a, z in zip(source.bounds, cid, start, stop, strict=True):
+            c0, c1 = int(b[c]), int(b[c + 1])
+            i0, i1 = max(a, c0), min(z, c1)
+            if i0 >= i1:
+                break
+            src_sel.append(slice(i0 - c0, i1 - c0))
+            dst_sel.append(slice(i0 - a, i1 - a))
+        else:
+            region[tuple(dst_sel)] = chunks[cid][tuple(src_sel)]
+    return region
+
+
+def _fetch_chunks(
+    source: Source, chunk_ids: Iterable[tuple[int, ...]], cache: BlockCache | None
+) -> dict[tuple[int, ...], NDArray[Any]]:
+    found: dict[tuple[int, ...], NDArray[Any]] = {}
+    missing = []
+    for cid in chunk_ids:
+        hit = cache.get((source.key, cid)) if cache is not None else None
+        if hit is None:
+            missing.append(cid)
+        else:
+            found[cid] = hit
+    if missing:
+        for cid, block in zip(missing, source.read_chunks(missing), strict=True):
+            found[cid] = block
+            if cache is not None:
+                cache.put((source.key, cid), block)
+    return found
+
+
+def chunks_touched(source: Source, request: WindowRequest) -> set[tuple[int, ...]]:
+    """The storage chunks a request reads (without reading them)."""
+    if source.bounds is None:
+        return {(0,) * len(source.shape)}
+    out: set[tuple[int, ...]] = set()
+    for i in range(request.count):
+        ranges = []
+        for b, s, n in zip(source.bounds, request.starts, request.lengths, strict=True):
+            a = int(np.searchsorted(b, s[i], side="right") - 1)
+            z = int(np.searchsorted(b, s[i] + n - 1, side="right") - 1)
+            ranges.append(range(a, z + 1))
+        out.update(itertools.product(*ranges))
+    return out

@@ -1,0 +1,532 @@
+"""The batch schema: pure index arithmetic over the dims of a dataset.
+
+A :class:`BatchSchema` knows the sizes of the dataset's dims and the windowing rules
+(``input_dims``, ``input_overlap``, ``batch_dims``, ``concat_input_dims``,
+``batch_size``...). It never touches data. It answers "how many units (batches or
+samples) are there" and "which windows does unit ``i`` cover" with numpy arithmetic,
+in O(1) time and memory in the number of windows. The rules are documented in
+``docs/batching.md``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import warnings
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .errors import DimensionError, InputTypeError, SchemaError, XbatcherWarning
+
+__all__ = ["BatchSchema", "DimWindows", "Windows"]
+
+Mode = Literal["window", "concat", "sample"]
+_FORMAT_VERSION = 1
+
+
+def _check_int(value: object, what: str, *, minimum: int, fix: str) -> int:
+    """Return ``value`` as an int if it is an integer >= minimum, else raise."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise InputTypeError(
+            f"{what} must be an integer >= {minimum}; got {value!r} of type "
+            f"{type(value).__name__}. {fix}"
+        )
+    if int(value) < minimum:
+        raise SchemaError(f"{what} must be an integer >= {minimum}; got {value}. {fix}")
+    return int(value)
+
+
+def _as_pairs(
+    mapping: Mapping[Hashable, int] | None, what: str
+) -> tuple[tuple[Hashable, int], ...]:
+    if mapping is None:
+        return ()
+    if not isinstance(mapping, Mapping):
+        raise InputTypeError(
+            f"{what} must be a dict of dim name -> int; got {type(mapping).__name__} "
+            f"{mapping!r}. Example: {what}={{'lat': 32}}."
+        )
+    return tuple((dim, value) for dim, value in mapping.items())
+
+
+@dataclass(frozen=True, slots=True)
+class DimWindows:
+    """Window arithmetic along one sliced dimension.
+
+    Parameters
+    ----------
+    dim : hashable
+        Dimension name.
+    size : int
+        Length of the dimension in the dataset.
+    window : int
+        Window length.
+    stride : int
+        Distance between consecutive window starts (``window - overlap``).
+    group : int
+        Windows per batch along this dim (``concat_input_dims``); 1 otherwise.
+    keep_remainder : bool
+        Add a last window ending at ``size`` when the grid leaves points uncovered.
+
+    Examples
+    --------
+    >>> w = DimWindows("x", size=10, window=4, stride=3, group=1, keep_remainder=True)
+    >>> w.n_windows, w.starts(np.arange(w.n_windows)).tolist()
+    (4, [0, 3, 6, 6])
+    >>> DimWindows("x", 11, 4, 3, 1, True).starts(np.arange(4)).tolist()
+    [0, 3, 6, 7]
+    """
+
+    dim: Hashable
+    size: int
+    window: int
+    stride: int
+    group: int
+    keep_remainder: bool
+    n_regular: int = field(init=False)
+    n_windows: int = field(init=False)
+    n_groups: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        n_regular = (self.size - self.window) // self.stride + 1
+        extra = self.keep_remainder and (self.size - self.window) % self.stride != 0
+        n_windows = n_regular + int(extra)
+        if self.keep_remainder:
+            n_groups = -(-n_windows // self.group)
+        else:
+            n_groups = n_windows // self.group
+        object.__setattr__(self, "n_regular", n_regular)
+        object.__setattr__(self, "n_windows", n_windows)
+        object.__setattr__(self, "n_groups", n_groups)
+
+    def starts(self, k: NDArray[np.int64]) -> NDArray[np.int64]:
+        """Start index of window number ``k`` (vectorised)."""
+        k = np.asarray(k, dtype=np.int64)
+        starts = k * self.stride
+        if self.n_windows > self.n_regular:
+            starts = np.where(k >= self.n_regular, self.size - self.window, starts)
+        return starts
+
+    def group_windows(self, g: int) -> NDArray[np.int64]:
+        """Window numbers of group ``g`` (a batch along this dim in concat mode)."""
+        lo = g * self.group
+        return np.arange(lo, min(lo + self.group, self.n_windows), dtype=np.int64)
+
+
+@dataclass(frozen=True, slots=True)
+class Windows:
+    """A set of windows over the dims of the dataset, ready for the reader.
+
+    ``starts[d]`` holds one start per window for every dim ``d`` that is cut
+    (sliced dims, and unsliced dims in sample mode); ``lengths[d]`` is the window
+    length along ``d``. Dims absent from ``starts`` are taken whole.
+    """
+
+    starts: dict[Hashable, NDArray[np.int64]]
+    lengths: dict[Hashable, int]
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class BatchSchema:
+    """The rules that cut a dataset into windows, samples and batches.
+
+    Pure arithmetic: building a schema never reads data and costs O(number of dims).
+    ``len(schema)`` is the number of batches of one in-order epoch.
+
+    Parameters
+    ----------
+    sizes : mapping or xarray object
+        Dim name -> length, in the dataset's dim order (an xarray object is accepted
+        and its ``sizes`` used).
+    input_dims, input_overlap, batch_dims, concat_input_dims
+        As for :class:`xbatcher.BatchGenerator`.
+    keep_remainder : bool
+        Keep a last window (and a last short group) covering leftover points.
+    batch_size : int, optional
+        Sample-level batching: ``batch_size`` samples per batch.
+    drop_last : bool
+        With ``batch_size``: drop a last batch smaller than ``batch_size``.
+
+    Examples
+    --------
+    >>> s = BatchSchema({"time": 10, "x": 100}, input_dims={"x": 30})
+    >>> len(s), s.mode, s.n_units
+    (3, 'window', 3)
+    >>> BatchSchema.from_json(s.to_json()) == s
+    True
+    """
+
+    sizes: tuple[tuple[Hashable, int], ...]
+    input_dims: tuple[tuple[Hashable, int], ...]
+    input_overlap: tuple[tuple[Hashable, int], ...] = ()
+    batch_dims: tuple[tuple[Hashable, int], ...] = ()
+    concat_input_dims: bool = False
+    keep_remainder: bool = False
+    batch_size: int | None = None
+    drop_last: bool = False
+    sliced: tuple[DimWindows, ...] = field(init=False, repr=False, compare=False)
+    unsliced: tuple[tuple[Hashable, int], ...] = field(
+        init=False, repr=False, compare=False
+    )
+    _grid: tuple[int, ...] = field(init=False, repr=False, compare=False)
+
+    def __init__(
+        self,
+        sizes: Mapping[Hashable, int] | Any,
+        input_dims: Mapping[Hashable, int] | tuple[tuple[Hashable, int], ...],
+        input_overlap: Mapping[Hashable, int]
+        | tuple[tuple[Hashable, int], ...]
+        | None = None,
+        batch_dims: Mapping[Hashable, int]
+        | tuple[tuple[Hashable, int], ...]
+        | None = None,
+        concat_input_dims: bool = False,
+        keep_remainder: bool = False,
+        batch_size: int | None = None,
+        drop_last: bool = False,
+    ) -> None:
+        if hasattr(sizes, "sizes") and hasattr(sizes, "dims"):
+            sizes = dict(sizes.sizes)
+        setattr_ = object.__setattr__
+        setattr_(self, "sizes", _normalise(sizes, "sizes"))
+        setattr_(self, "input_dims", _normalise(input_dims, "input_dims"))
+        setattr_(self, "input_overlap", _normalise(input_overlap, "input_overlap"))
+        setattr_(self, "batch_dims", _normalise(batch_dims, "batch_dims"))
+        setattr_(self, "concat_input_dims", bool(concat_input_dims))
+        setattr_(self, "keep_remainder", bool(keep_remainder))
+        setattr_(
+            self,
+            "batch_size",
+            None
+            if batch_size is None
+            else _check_int(
+                batch_size, "batch_size", minimum=1, fix="Use e.g. batch_size=32."
+            ),
+        )
+        setattr_(self, "drop_last", bool(drop_last))
+        self._validate_and_derive()
+
+    # ------------------------------------------------------------------ validation
+    def _validate_and_derive(self) -> None:
+        sizes = dict(self.sizes)
+        if not sizes:
+            raise SchemaError(
+                "the dataset has no dimensions; xbatcher needs at least the dims "
+                "named in input_dims."
+            )
+        for dim, n in sizes.items():
+            if n == 0:
+                raise SchemaError(
+                    f"dimension {dim!r} has length 0; every dimension must have at "
+                    "least one element. Select a non-empty range before batching."
+                )
+        input_dims = dict(self.input_dims)
+        overlap = dict(self.input_overlap)
+        batch_dims = dict(self.batch_dims)
+        known = list(sizes)
+        for what, mapping in (
+            ("input_dims", input_dims),
+            ("input_overlap", overlap),
+            ("batch_dims", batch_dims),
+        ):
+            for dim in mapping:
+                if dim not in sizes:
+                    raise DimensionError(
+                        f"{what} names dimension {dim!r}, which is not in the dataset; "
+                        f"the dataset's dimensions are {known}. Fix the name or "
+                        "transpose/rename the data."
+                    )
+        for what, mapping in (("input_dims", input_dims), ("batch_dims", batch_dims)):
+            for dim, value in mapping.items():
+                size = sizes[dim]
+                v = _check_int(
+                    value,
+                    f"{what}[{dim!r}]",
+                    minimum=1,
+                    fix=f"Use a positive window no larger than the dimension size ({size}).",
+                )
+                if v > size:
+                    raise SchemaError(
+                        f"{what}[{dim!r}] must be a positive int no larger than the "
+                        f"dimension size ({size}); got {v}. Use a smaller window or "
+                        "more data."
+                    )
+        if self.batch_size is not None and self.concat_input_dims:
+            raise SchemaError(
+                "batch_size and concat_input_dims=True are two ways of grouping "
+                "windows into batches and cannot be combined; got "
+                f"batch_size={self.batch_size}, concat_input_dims=True. Use "
+                "batch_size (sample-level batches) or concat_input_dims, not both."
+            )
+        duplicate = [d for d in batch_dims if d in input_dims]
+        if duplicate and not self.concat_input_dims:
+            warnings.warn(
+                "The following dimensions were included in both ``input_dims`` and "
+                "``batch_dims``. Since ``concat_input_dims`` is ``False``, these "
+                f"dimensions will not impact batch generation: "
+                f"{ {d: batch_dims[d] for d in duplicate} }",
+                XbatcherWarning,
+                stacklevel=4,
+            )
+        unique_batch = [d for d in batch_dims if d not in input_dims]
+        order = unique_batch + list(input_dims)
+        for dim, value in overlap.items():
+            if dim not in order:
+                raise SchemaError(
+                    f"input_overlap[{dim!r}] is given but {dim!r} is not sliced (not in "
+                    f"input_dims or batch_dims; sliced dims: {order}). Remove it or add "
+                    f"{dim!r} to input_dims."
+                )
+            window = input_dims.get(dim, batch_dims.get(dim, 0))
+            ov = _check_int(
+                value,
+                f"input_overlap[{dim!r}]",
+                minimum=0,
+                fix=f"Use an overlap in [0, {window - 1}].",
+            )
+            if ov >= window:
+                raise SchemaError(
+                    f"input_overlap[{dim!r}] must be in [0, {window - 1}] (less than the "
+                    f"window {window}); got {ov}. Use a smaller overlap."
+                )
+        sliced = []
+        for dim in order:
+            window = input_dims[dim] if dim in input_dims else batch_dims[dim]
+            stride = window - overlap.get(dim, 0)
+            group = 1
+            if self.concat_input_dims and dim in input_dims:
+                n_all = DimWindows(
+                    dim, sizes[dim], window, stride, 1, self.keep_remainder
+                ).n_windows
+                if dim in batch_dims:
+                    span = batch_dims[dim]
+                    if span < window:
+                        raise SchemaError(
+                            f"batch_dims[{dim!r}] must be at least the window "
+                            f"input_dims[{dim!r}] ({window}) with concat_input_dims=True; "
+                            f"got {span}. A batch holds the windows that fit in "
+                            f"batch_dims[{dim!r}] points: use batch_dims[{dim!r}] >= "
+                            f"{window}."
+                        )
+                    group = (span - window) // stride + 1
+                else:
+                    group = n_all
+            sliced.append(
+                DimWindows(dim, sizes[dim], window, stride, group, self.keep_remainder)
+            )
+        object.__setattr__(self, "sliced", tuple(sliced))
+        object.__setattr__(
+            self,
+            "unsliced",
+            tuple((d, n) for d, n in self.sizes if d not in order),
+        )
+        if self.batch_size is None:
+            grid = tuple(w.n_groups for w in sliced)
+        else:
+            grid = tuple(n for _, n in self.unsliced) + tuple(
+                w.n_windows for w in sliced
+            )
+        object.__setattr__(self, "_grid", grid)
+
+    # ------------------------------------------------------------------ structure
+    @property
+    def mode(self) -> Mode:
+        """``"window"`` (0.4 default), ``"concat"`` or ``"sample"`` (``batch_size``)."""
+        if self.batch_size is not None:
+            return "sample"
+        return "concat" if self.concat_input_dims else "window"
+
+    @property
+    def sliced_dims(self) -> tuple[Hashable, ...]:
+        """Sliced dims in slicing order: batch-only dims, then input dims."""
+        return tuple(w.dim for w in self.sliced)
+
+    @property
+    def unit_shape(self) -> tuple[int, ...]:
+        """Shape of the grid of units: batches (0.4 layouts) or samples (batch_size).
+
+        In sample mode the axes are the unsliced dims (dataset order) followed by the
+        sliced dims; unit numbers are row-major over this shape.
+        """
+        return self._grid
+
+    @property
+    def n_units(self) -> int:
+        """Number of units: batches (0.4 layouts) or samples (``batch_size``)."""
+        return math.prod(self._grid)
+
+    @property
+    def windows_per_unit(self) -> int:
+        """Windows in one full unit (1 except in concat mode)."""
+        if self.mode != "concat":
+            return 1
+        return math.prod(w.group for w in self.sliced)
+
+    def num_batches(self, n_units: int) -> int:
+        """Batches formed from an epoch of ``n_units`` units."""
+        if self.batch_size is None:
+            return n_units
+        if self.drop_last:
+            return n_units // self.batch_size
+        return -(-n_units // self.batch_size)
+
+    def __len__(self) -> int:
+        return self.num_batches(self.n_units)
+
+    # ------------------------------------------------------------------ arithmetic
+    def unit_windows(self, units: NDArray[np.int64]) -> Windows:
+        """Windows covered by the given units, in order.
+
+        In window and sample mode each unit is one window; in concat mode a unit
+        (batch) expands to its group of windows (row-major over the sliced dims).
+        """
+        units = np.asarray(units, dtype=np.int64).reshape(-1)
+        lengths = {w.dim: w.window for w in self.sliced}
+        if self.mode == "sample":
+            idx = (
+                np.unravel_index(units, self._grid)
+                if units.size
+                else [np.empty(0, np.int64) for _ in self._grid]
+            )
+            starts: dict[Hashable, NDArray[np.int64]] = {}
+            n_un = len(self.unsliced)
+            for (dim, _), k in zip(self.unsliced, idx[:n_un], strict=True):
+                starts[dim] = np.asarray(k, dtype=np.int64)
+                lengths[dim] = 1
+            for w, k in zip(self.sliced, idx[n_un:], strict=True):
+                starts[w.dim] = w.starts(np.asarray(k, dtype=np.int64))
+            return Windows(starts, lengths, int(units.size))
+        if not self.sliced:
+            return Windows({}, {}, int(units.size))
+        gidx = np.unravel_index(units, self._grid)
+        if self.mode == "window":
+            starts = {
+                w.dim: w.starts(np.asarray(g, dtype=np.int64))
+                for w, g in zip(self.sliced, gidx, strict=True)
+            }
+            return Windows(starts, lengths, int(units.size))
+        # concat: expand each batch to the product of its per-dim window groups
+        per_dim: list[list[NDArray[np.int64]]] = [[] for _ in self.sliced]
+        for u in range(units.size):
+            ranges = [
+                w.group_windows(int(g[u]))
+                for w, g in zip(self.sliced, gidx, strict=True)
+            ]
+            mesh = np.meshgrid(*ranges, indexing="ij")
+            for j, m in enumerate(mesh):
+                per_dim[j].append(m.reshape(-1))
+        starts = {
+            w.dim: w.starts(np.concatenate(per_dim[j]))
+            for j, w in enumerate(self.sliced)
+        }
+        count = int(next(iter(starts.values())).size)
+        return Windows(starts, lengths, count)
+
+    def unit_window_counts(self, units: NDArray[np.int64]) -> NDArray[np.int64]:
+        """Number of windows in each unit (differs only for short concat groups)."""
+        units = np.asarray(units, dtype=np.int64).reshape(-1)
+        if self.mode != "concat":
+            return np.ones(units.size, dtype=np.int64)
+        gidx = np.unravel_index(units, self._grid)
+        counts = np.ones(units.size, dtype=np.int64)
+        for w, g in zip(self.sliced, gidx, strict=True):
+            counts *= np.minimum(w.group, w.n_windows - np.asarray(g) * w.group)
+        return counts
+
+    # ------------------------------------------------------------------ identity
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able description; :meth:`from_dict` rebuilds an equal schema."""
+
+        def pairs(p: tuple[tuple[Hashable, int], ...]) -> list[list[Any]]:
+            return [[_dim_to_json(d), n] for d, n in p]
+
+        return {
+            "format": "xbatcher.BatchSchema",
+            "version": _FORMAT_VERSION,
+            "sizes": pairs(self.sizes),
+            "input_dims": pairs(self.input_dims),
+            "input_overlap": pairs(self.input_overlap),
+            "batch_dims": pairs(self.batch_dims),
+            "concat_input_dims": self.concat_input_dims,
+            "keep_remainder": self.keep_remainder,
+            "batch_size": self.batch_size,
+            "drop_last": self.drop_last,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> BatchSchema:
+        """Rebuild a schema from :meth:`to_dict` output."""
+        if data.get("format") != "xbatcher.BatchSchema":
+            raise SchemaError(
+                f"not an xbatcher BatchSchema description (format={data.get('format')!r}); "
+                "pass the output of BatchSchema.to_json()."
+            )
+        if data.get("version") != _FORMAT_VERSION:
+            raise SchemaError(
+                f"BatchSchema format version {data.get('version')!r} is not supported; "
+                f"this xbatcher reads version {_FORMAT_VERSION}."
+            )
+
+        def pairs(key: str) -> tuple[tuple[Hashable, int], ...]:
+            return tuple((_dim_from_json(d), int(n)) for d, n in data[key])
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", XbatcherWarning)
+            return cls(
+                dict(pairs("sizes")),
+                pairs("input_dims"),
+                pairs("input_overlap"),
+                pairs("batch_dims"),
+                concat_input_dims=bool(data["concat_input_dims"]),
+                keep_remainder=bool(data["keep_remainder"]),
+                batch_size=data["batch_size"],
+                drop_last=bool(data["drop_last"]),
+            )
+
+    def to_json(self) -> str:
+        """Serialise the schema to JSON (lossless, unlike 0.4's ``to_json``)."""
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> BatchSchema:
+        """Rebuild a schema from :meth:`to_json` output."""
+        return cls.from_dict(json.loads(text))
+
+    def to_file(self, path: str) -> None:
+        """Write :meth:`to_json` to ``path`` (0.4 compatible)."""
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(self.to_json())
+
+    @property
+    def fingerprint(self) -> str:
+        """Stable short hash of the schema (same on every machine and run)."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+
+
+def _dim_to_json(dim: Hashable) -> Any:
+    if isinstance(dim, str | int):
+        return dim
+    raise SchemaError(
+        f"dimension name {dim!r} ({type(dim).__name__}) cannot be written to JSON; "
+        "only str and int dimension names can. Rename the dimension."
+    )
+
+
+def _dim_from_json(dim: Any) -> Hashable:
+    return tuple(dim) if isinstance(dim, list) else dim  # type: ignore[no-any-return]
+
+
+def _normalise(
+    value: Mapping[Hashable, int] | tuple[tuple[Hashable, int], ...] | None, what: str
+) -> tuple[tuple[Hashable, int], ...]:
+    if isinstance(value, tuple):
+        return tuple((d, n) for d, n in value)
+    if what == "sizes":
+        return tuple((d, int(n)) for d, n in dict(value or {}).items())
+    return _as_pairs(value, what)
