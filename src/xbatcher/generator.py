@@ -413,8 +413,9 @@ class BatchGenerator:
 
     def __iter__(self) -> Iterator[Batch]:
         for i in self._epoch_indices():
-            yield self[i]
+            batch = self[i]
             self._position = i + 1
+            yield batch
         self._end_epoch()
 
     def _epoch_indices(self) -> range:
@@ -609,8 +610,8 @@ class ArrayBatches:
         for first in range(indices.start, indices.stop, step):
             stop = min(first + step, indices.stop)
             for j, batch in enumerate(gen._arrays_for(gen._batch_units(first, stop))):
-                yield batch
                 gen._position = first + j + 1
+                yield batch
         gen._end_epoch()
 
     def _group_size(self) -> int:

@@ -147,7 +147,11 @@ class XarrayBuilder:
             d: slice(first_starts[d], first_starts[d] + lengths[d])
             for d in self.block_dims
         }
-        coords_ds = self.shared_template.isel(selector) if selector else self.shared_template
+        coords_ds = (
+            self.shared_template.isel(selector, missing_dims="ignore")
+            if selector
+            else self.shared_template
+        )
         variables: dict[Hashable, xr.Variable] = {}
         input_dims = dict(schema.input_dims)
         if mode == "sample":
