@@ -16,6 +16,7 @@ import math
 import operator
 import warnings
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 import numpy as np
@@ -24,7 +25,15 @@ from numpy.typing import NDArray
 
 from .errors import InputTypeError, SchemaError, StateError, XbatcherWarning
 from .layout import VarLayout, XarrayBuilder, layout_array, plan_layout
-from .reader import BlockCache, Source, WindowRequest, gather, make_source, parse_bytes
+from .reader import (
+    BlockCache,
+    Source,
+    WindowRequest,
+    gather,
+    make_source,
+    parse_bytes,
+    prefetch,
+)
 from .sampling import (
     BlockShuffleSampler,
     Sampler,
@@ -166,7 +175,7 @@ class BatchGenerator:
         }
         self._coord_sources: dict[Hashable, Source] = {
             name: make_source(("coord", name), data[name].variable)
-            for name in self._builder.windowed_coords
+            for name in self._builder.windowed_coords + self._builder.block_coords
         }
         self._var_dims = {name: data[name].dims for name in data.data_vars}
         self._layouts: dict[Hashable, VarLayout] = {
@@ -412,11 +421,56 @@ class BatchGenerator:
         return self._xarray_for(units)
 
     def __iter__(self) -> Iterator[Batch]:
-        for i in self._epoch_indices():
-            batch = self[i]
-            self._position = i + 1
-            yield batch
+        indices = self._epoch_indices()
+        for first, batches in self._groups_of_batches(indices, self._group_size()):
+            for j, units in enumerate(batches):
+                batch = self._xarray_for(units)
+                self._position = first + j + 1
+                yield batch
         self._end_epoch()
+
+    def _groups_of_batches(
+        self, indices: range, step: int
+    ) -> Iterator[tuple[int, list[NDArray[np.int64]]]]:
+        """Units of consecutive groups of batches; with chunked sources, the chunks of
+        group k + 1 are decoded in a background thread while group k is gathered."""
+        firsts = range(indices.start, indices.stop, step)
+        if not any(s.bounds is not None for s in self._sources.values()):
+            for first in firsts:
+                yield first, self._batch_units(first, min(first + step, indices.stop))
+            return
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="xbatcher-prefetch") as pool:
+            upcoming = None
+            for k, first in enumerate(firsts):
+                if upcoming is None:
+                    units = self._batch_units(first, min(first + step, indices.stop))
+                else:
+                    units, future = upcoming
+                    future.result()  # re-raises a failed read here, never hangs
+                upcoming = None
+                if k + 1 < len(firsts):
+                    nxt = firsts[k + 1]
+                    nxt_units = self._batch_units(nxt, min(nxt + step, indices.stop))
+                    upcoming = (nxt_units, pool.submit(self._prefetch, nxt_units))
+                yield first, units
+
+    def _prefetch(self, batches: list[NDArray[np.int64]]) -> None:
+        windows = self._windows(np.concatenate(batches))
+        for name, src in self._sources.items():
+            prefetch(src, self._request(windows, self._var_dims[name]), self.block_cache)
+
+    def _group_size(self) -> int:
+        """Batches gathered at once while iterating (about 8 MiB of output)."""
+        s = self.schema
+        sizes = dict(s.sizes)
+        windows = {w.dim: w.window for w in s.sliced}
+        batch_bytes = 0
+        for src, dims in zip(self._sources.values(), self._var_dims.values(), strict=True):
+            per_window = math.prod(
+                windows.get(d, 1 if s.mode == "sample" else sizes[d]) for d in dims
+            )
+            batch_bytes += per_window * src.dtype.itemsize * s.windows_per_unit * (s.batch_size or 1)
+        return int(max(1, min(_MAX_GROUP, _GROUP_BYTES // max(batch_bytes, 1))))
 
     def _epoch_indices(self) -> range:
         start, self._resume_at = self._resume_at, 0
@@ -606,26 +660,11 @@ class ArrayBatches:
     def __iter__(self) -> Iterator[ArrayBatch]:
         gen = self._gen
         indices = gen._epoch_indices()
-        step = self._group_size()
-        for first in range(indices.start, indices.stop, step):
-            stop = min(first + step, indices.stop)
-            for j, batch in enumerate(gen._arrays_for(gen._batch_units(first, stop))):
+        for first, batches in gen._groups_of_batches(indices, gen._group_size()):
+            for j, batch in enumerate(gen._arrays_for(batches)):
                 gen._position = first + j + 1
                 yield batch
         gen._end_epoch()
-
-    def _group_size(self) -> int:
-        gen = self._gen
-        s = gen.schema
-        sizes = dict(s.sizes)
-        batch_bytes = 0
-        for src, dims in zip(gen._sources.values(), gen._var_dims.values(), strict=True):
-            per_window = math.prod(
-                next((w.window for w in s.sliced if w.dim == d), sizes[d] if s.mode != "sample" else 1)
-                for d in dims
-            )
-            batch_bytes += per_window * src.dtype.itemsize * s.windows_per_unit * (s.batch_size or 1)
-        return int(max(1, min(_MAX_GROUP, _GROUP_BYTES // max(batch_bytes, 1))))
 
 
 def source_fingerprint(ds: Batch) -> str:

@@ -122,8 +122,27 @@ class XarrayBuilder:
             ]
         else:
             self.windowed_coords = []
+        # lazy (dask, Zarr...) coordinates shared by the batch's windows but cut by a
+        # sliced dim go through the reader and its cache too (first window's values)
+        self.block_coords = [
+            c
+            for c in self.coord_names
+            if c not in self.windowed_coords
+            and any(d in sliced for d in ds[c].dims)
+            and not getattr(ds[c].variable, "_in_memory", True)
+        ]
+        unsliced_lazy = [
+            c
+            for c in self.coord_names
+            if not any(d in sliced for d in ds[c].dims)
+            and not getattr(ds[c].variable, "_in_memory", True)
+        ]
+        if unsliced_lazy:  # the same for every batch: load once
+            self.template = self.template.assign_coords(
+                {c: self.template[c].variable.load() for c in unsliced_lazy}
+            )
         self.coord_meta = {c: (ds[c].dims, dict(ds[c].attrs)) for c in self.coord_names}
-        self.shared_template = self.template.drop_vars(self.windowed_coords)
+        self.shared_template = self.template.drop_vars(self.windowed_coords + self.block_coords)
         self.block_dims = [d for d in schema.sliced_dims if d not in input_dims or mode == "window"]
         self._sliced = sliced
 
@@ -165,6 +184,9 @@ class XarrayBuilder:
                 dims, attrs = self.coord_meta[name]
                 out_dims = ("input_batch", *(input_name(d) if d in input_dims else d for d in dims))
                 variables[name] = xr.Variable(out_dims, coord_arrays[name], attrs)
+        for name in self.block_coords:
+            dims, attrs = self.coord_meta[name]
+            variables[name] = xr.Variable(dims, coord_arrays[name][0], attrs)
         data: dict[Hashable, xr.Variable] = {}
         for name, (dims, attrs) in self.data_vars.items():
             a = arrays[name]

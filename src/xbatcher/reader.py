@@ -16,7 +16,6 @@ import math
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +35,7 @@ __all__ = [
     "gather",
     "make_source",
     "parse_bytes",
+    "prefetch",
 ]
 
 _DEFAULT_BLOCK_BYTES = 16 * 2**20
@@ -229,7 +229,8 @@ class LazySource(Source):
 
     Chunks are the storage chunks the backend reports (``encoding['preferred_chunks']``
     or ``encoding['chunks']``); without them, blocks of about 16 MiB along the leading
-    dims. Several missing chunks are decoded in parallel threads.
+    dims. (Backends such as Zarr decode with their own thread pools; reading several
+    chunks from extra threads here only adds contention, so chunks are read in turn.)
     """
 
     def __init__(self, key: Hashable, variable: xr.Variable) -> None:
@@ -241,12 +242,6 @@ class LazySource(Source):
 
     def read(self, region: tuple[slice, ...]) -> NDArray[Any]:
         return np.asarray(self.variable[region].values)
-
-    def read_chunks(self, chunk_ids: Sequence[tuple[int, ...]]) -> list[NDArray[Any]]:
-        if len(chunk_ids) == 1:
-            return [self.read(self.chunk_region(chunk_ids[0]))]
-        with ThreadPoolExecutor(max_workers=min(4, len(chunk_ids))) as pool:
-            return list(pool.map(lambda c: self.read(self.chunk_region(c)), chunk_ids))
 
 
 def _storage_chunks(variable: xr.Variable) -> tuple[tuple[int, ...], ...]:
@@ -333,9 +328,10 @@ def _gather_array(
     return view[starts]
 
 
-def _gather_chunked(
-    source: Source, request: WindowRequest, cache: BlockCache | None
-) -> NDArray[Any]:
+def _plan_chunked(
+    source: Source, request: WindowRequest
+) -> tuple[list[tuple[NDArray[np.intp], tuple[int, ...], tuple[int, ...]]], list[tuple[int, ...]]]:
+    """Group windows by the chunk they start in; list the chunks the request needs."""
     assert source.bounds is not None
     starts, lengths = request.starts, request.lengths
     bounds = source.bounds
@@ -344,23 +340,34 @@ def _gather_chunked(
         np.searchsorted(b, s + (n - 1), side="right") - 1
         for b, s, n in zip(bounds, starts, lengths, strict=True)
     ]
-    nchunks = source.nchunks
-    keys = np.ravel_multi_index(c_lo, nchunks) if starts else np.zeros(1, np.int64)
+    keys = np.ravel_multi_index(c_lo, source.nchunks) if starts else np.zeros(1, np.int64)
     order = np.argsort(keys, kind="stable")
-    sorted_keys = keys[order]
-    cuts = np.flatnonzero(np.diff(sorted_keys)) + 1
-    groups = np.split(order, cuts)
-    # 1. which chunks does the request need, and which groups fit in one chunk
+    cuts = np.flatnonzero(np.diff(keys[order])) + 1
     plans = []
     needed: dict[tuple[int, ...], None] = {}
-    for idx in groups:
+    for idx in np.split(order, cuts):
         lo = tuple(int(c[idx[0]]) for c in c_lo)
         hi = tuple(int(c[idx].max()) for c in c_hi)
         plans.append((idx, lo, hi))
         for cid in itertools.product(*(range(a, b + 1) for a, b in zip(lo, hi, strict=True))):
             needed[cid] = None
-    chunks = _fetch_chunks(source, list(needed), cache)
-    # 2. gather each group from its chunk, or from a small assembled region
+    return plans, list(needed)
+
+
+def prefetch(source: Source, request: WindowRequest, cache: BlockCache) -> None:
+    """Decode the chunks a request will need into ``cache`` (for a background thread)."""
+    if source.bounds is None:
+        return
+    _, needed = _plan_chunked(source, request)
+    _fetch_chunks(source, needed, cache)
+
+
+def _gather_chunked(
+    source: Source, request: WindowRequest, cache: BlockCache | None
+) -> NDArray[Any]:
+    plans, needed = _plan_chunked(source, request)
+    chunks = _fetch_chunks(source, needed, cache)
+    starts, lengths = request.starts, request.lengths
     if len(plans) == 1:
         return _gather_group(source, chunks, plans[0], starts, lengths)
     out = np.empty((request.count, *lengths), dtype=source.dtype)

@@ -51,7 +51,10 @@ def _as_pairs(
             f"{what} must be a dict of dim name -> int; got {type(mapping).__name__} "
             f"{mapping!r}. Example: {what}={{'lat': 32}}."
         )
-    return tuple((dim, value) for dim, value in mapping.items())
+    return tuple(
+        (dim, int(value) if isinstance(value, np.integer) else value)
+        for dim, value in mapping.items()
+    )
 
 
 @dataclass(frozen=True, slots=True)

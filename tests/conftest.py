@@ -1,0 +1,174 @@
+"""Shared fixtures: small datasets with real coords on every backend, and schemas."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+from hypothesis import assume
+from hypothesis import strategies as st
+
+from reference import sliced_dims, window_starts
+
+BACKENDS = ("numpy", "dask", "zarr", "zarr-dask")
+DIMS = ("time", "level", "lat", "lon")
+SHAPE = (6, 3, 10, 12)
+
+
+# --------------------------------------------------------------------------- data
+def make_dataset(shape: tuple[int, ...] = SHAPE, dims: tuple[str, ...] = DIMS) -> xr.Dataset:
+    """A Dataset with two variables whose values encode their position.
+
+    ``air`` holds the flat (row-major) index of each point as float64 and ``mask``
+    its negative as int32, so every batch can be traced back to its window. Coords:
+    datetime64 ``time``, integer ``level``, float ``lat``/``lon`` index coords, a 2-D
+    non-index coord ``area(lat, lon)`` and a 1-D non-index coord ``doy(time)``.
+    """
+    sizes = dict(zip(dims, shape, strict=True))
+    flat = np.arange(math.prod(shape)).reshape(shape)
+    coords: dict[str, Any] = {}
+    for d, n in sizes.items():
+        if d == "time":
+            coords[d] = ("time", pd.date_range("2000-01-01", periods=n, freq="D").values.astype("datetime64[ns]"), {"long_name": "time"})
+        elif d == "level":
+            coords[d] = ("level", np.arange(n, dtype=np.int64) * 100 + 100, {"units": "hPa"})
+        else:
+            coords[d] = (d, np.round(np.linspace(-30.0, 30.0, n), 3) + (0.25 if d == "lon" else 0.0), {"units": "degrees"})
+    if "lat" in sizes and "lon" in sizes:
+        area = np.cos(np.deg2rad(coords["lat"][1]))[:, None] * np.ones(sizes["lon"])
+        coords["area"] = (("lat", "lon"), area, {"units": "m2"})
+    if "time" in sizes:
+        coords["doy"] = ("time", np.arange(sizes["time"], dtype=np.int64) + 1)
+    return xr.Dataset(
+        {
+            "air": (dims, flat.astype(np.float64), {"units": "K", "long_name": "air temperature"}),
+            "mask": (dims, (-flat).astype(np.int32), {"flag": "negated position"}),
+        },
+        coords=coords,
+        attrs={"title": "xbatcher test data", "source": "conftest"},
+    )
+
+
+def make_dataarray(shape: tuple[int, ...] = SHAPE, dims: tuple[str, ...] = DIMS) -> xr.DataArray:
+    """The ``air`` variable of :func:`make_dataset` (keeps its coords and attrs)."""
+    return make_dataset(shape, dims)["air"]
+
+
+def positional(sizes: dict[str, int], kind: str = "DataArray") -> xr.Dataset | xr.DataArray:
+    """Data over ``sizes`` whose value is the flat index; float index coords."""
+    shape = tuple(sizes.values())
+    flat = np.arange(math.prod(shape), dtype=np.int64).reshape(shape)
+    coords = {d: (d, np.arange(n) * 0.5 + 10.0 * (i + 1)) for i, (d, n) in enumerate(sizes.items())}
+    da = xr.DataArray(flat, dims=tuple(sizes), coords=coords, name="v", attrs={"units": "1"})
+    if kind == "DataArray":
+        return da
+    return xr.Dataset({"v": da, "w": (-da).astype(np.float32)}, attrs={"title": "positional"})
+
+
+def to_backend(obj: xr.Dataset | xr.DataArray, backend: str, path: Path) -> xr.Dataset | xr.DataArray:
+    """The same data, held in memory, in dask, or in a Zarr store on disk.
+
+    ``zarr`` reopens the store lazily without dask (``chunks=None``); ``zarr-dask``
+    reopens it with ``xr.open_zarr`` (dask arrays, one per storage chunk).
+    """
+    if backend == "numpy":
+        return obj
+    chunks = {d: max(1, -(-n // 2)) for d, n in obj.sizes.items()}
+    if backend == "dask":
+        return obj.chunk(chunks)
+    name = obj.name if isinstance(obj, xr.DataArray) else None
+    ds = obj.to_dataset() if isinstance(obj, xr.DataArray) else obj
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zarr v3 consolidated-metadata notice
+        ds.chunk(chunks).to_zarr(path, mode="w", consolidated=False)
+        if backend == "zarr":
+            out = xr.open_dataset(path, engine="zarr", chunks=None, consolidated=False)
+        elif backend == "zarr-dask":
+            out = xr.open_zarr(path, consolidated=False)
+        else:
+            raise ValueError(backend)
+    return out[name] if name is not None else out
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def as_backend(backend: str, tmp_path: Path) -> Callable[[Any], Any]:
+    """Function putting an xarray object on the current backend."""
+    counter = itertools.count()
+    return lambda obj: to_backend(obj, backend, tmp_path / f"store{next(counter)}.zarr")
+
+
+@pytest.fixture(params=["DataArray", "Dataset"])
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def source(kind: str, as_backend: Callable[[Any], Any]) -> xr.Dataset | xr.DataArray:
+    """The standard test data, as DataArray or Dataset, on every backend."""
+    return as_backend(make_dataarray() if kind == "DataArray" else make_dataset())
+
+
+# --------------------------------------------------------------------------- schemas
+DIM_POOL = ("t", "z", "y", "x")
+
+
+def count_windows(sizes: dict[str, int], params: dict[str, Any]) -> int:
+    """Number of windows over the sliced dims (cheap arithmetic)."""
+    input_dims, batch_dims = params["input_dims"], params.get("batch_dims") or {}
+    overlap = params.get("input_overlap") or {}
+    total = 1
+    for d in sliced_dims(input_dims, batch_dims):
+        w = input_dims.get(d, batch_dims.get(d))
+        total *= len(window_starts(sizes[d], w, overlap.get(d, 0), params.get("keep_remainder", False)))
+    return total
+
+
+@st.composite
+def schemas(draw: st.DrawFn, *, sample_mode: bool = False, max_windows: int = 40) -> tuple[dict[str, int], dict[str, Any]]:
+    """A random valid schema over a random dataset shape.
+
+    Returns ``(sizes, params)``: 2-4 dims of size 1..20; windows within sizes;
+    overlaps < window (also on batch-only dims); optional batch_dims (an input dim in
+    batch_dims gets a span >= its window); concat on/off; keep_remainder on/off.
+    ``params`` holds BatchGenerator keyword arguments.
+    """
+    ndim = draw(st.integers(2, 4))
+    dims = DIM_POOL[-ndim:]
+    sizes = {d: draw(st.integers(1, 20), label=f"size[{d}]") for d in dims}
+    n_input = draw(st.integers(1, ndim))
+    input_names = draw(st.permutations(dims))[:n_input]
+    input_dims = {d: draw(st.integers(1, sizes[d]), label=f"window[{d}]") for d in input_names}
+    overlap = {}
+    for d in input_names:
+        if input_dims[d] > 1 and draw(st.booleans()):
+            overlap[d] = draw(st.integers(0, input_dims[d] - 1))
+    batch_dims: dict[str, int] = {}
+    if draw(st.booleans()):
+        for d in draw(st.permutations(dims)):
+            if not draw(st.booleans()):
+                continue
+            batch_dims[d] = draw(st.integers(input_dims.get(d, 1), sizes[d]))
+            if d not in input_dims and batch_dims[d] > 1 and draw(st.booleans()):
+                overlap[d] = draw(st.integers(0, batch_dims[d] - 1))
+    params: dict[str, Any] = {
+        "input_dims": input_dims,
+        "input_overlap": overlap or None,
+        "batch_dims": batch_dims or None,
+        "concat_input_dims": False if sample_mode else draw(st.booleans()),
+        "keep_remainder": draw(st.booleans()),
+    }
+    assume(count_windows(sizes, params) <= max_windows)
+    return sizes, params

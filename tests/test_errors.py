@@ -1,0 +1,223 @@
+"""Bad inputs raise typed errors whose messages name the value, the allowed values and a fix."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+from conftest import make_dataarray, make_dataset
+from reference import reference_batches
+
+import xbatcher as xb
+from xbatcher.errors import DimensionError, InputTypeError, SchemaError, XbatcherError
+
+# A message "names a fix" when it tells the user what to do.
+FIX_WORDS = re.compile(r"\b(use|fix|remove|pass|add|drop|select|rename|wrap|broadcast|give|choose|set|example)\b", re.IGNORECASE)
+
+
+def check_message(exc: pytest.ExceptionInfo[BaseException], *parts: str, fix: bool = True) -> None:
+    """The message holds every part (values, allowed values) and, if asked, a fix."""
+    msg = str(exc.value)
+    for part in parts:
+        assert part in msg, f"{part!r} missing from message: {msg}"
+    if fix:
+        assert FIX_WORDS.search(msg), f"no fix suggested in message: {msg}"
+
+
+def test_error_hierarchy() -> None:
+    assert issubclass(SchemaError, ValueError) and issubclass(SchemaError, XbatcherError)
+    assert issubclass(DimensionError, KeyError) and issubclass(DimensionError, XbatcherError)
+    assert issubclass(InputTypeError, TypeError) and issubclass(InputTypeError, XbatcherError)
+
+
+# --------------------------------------------------------------------------- dims
+@pytest.mark.parametrize(
+    ("params", "where"),
+    [
+        ({"input_dims": {"longitude": 4}}, "input_dims"),
+        ({"input_dims": {"lon": 4}, "input_overlap": {"longitude": 1}}, "input_overlap"),
+        ({"input_dims": {"lon": 4}, "batch_dims": {"longitude": 2}}, "batch_dims"),
+    ],
+)
+@pytest.mark.parametrize("kind", ["DataArray", "Dataset"])
+def test_unknown_dim(params: dict[str, Any], where: str, kind: str) -> None:
+    obj = make_dataarray() if kind == "DataArray" else make_dataset()
+    with pytest.raises(DimensionError, match=r"'longitude'") as exc:
+        xb.BatchGenerator(obj, **params)
+    check_message(exc, where, "'time'", "'level'", "'lat'", "'lon'")
+    # still a KeyError for code written against 0.4, with a readable message
+    assert isinstance(exc.value, KeyError)
+    assert not str(exc.value).startswith('"')
+
+
+# --------------------------------------------------------------------------- window sizes
+@pytest.mark.parametrize("bad", [0, -3])
+@pytest.mark.parametrize("where", ["input_dims", "batch_dims"])
+def test_window_not_positive(bad: int, where: str) -> None:
+    params: dict[str, Any] = {"input_dims": {"lon": 4}}
+    params[where] = {**params.get(where, {}), "lat": bad}
+    with pytest.raises(SchemaError, match=rf"{where}\['lat'\].*{bad}") as exc:
+        xb.BatchGenerator(make_dataarray(), **params)
+    check_message(exc, str(bad))
+
+
+@pytest.mark.parametrize("bad", [3.0, 2.5, True, "4", None, np.float64(3.0)])
+def test_window_not_an_int(bad: Any) -> None:
+    # Only integers (Python or numpy) are windows; floats and bools are rejected even
+    # when integral, so that a silent int() conversion never hides a bug.
+    with pytest.raises(InputTypeError, match=rf"input_dims\['lon'\].*{re.escape(repr(bad))}") as exc:
+        xb.BatchGenerator(make_dataarray(), input_dims={"lon": bad})
+    check_message(exc, type(bad).__name__)
+
+
+@pytest.mark.parametrize("good", [np.int64(4), np.int32(4), np.uint8(4), np.intp(4)])
+def test_numpy_int_windows_accepted(good: Any) -> None:
+    bgen = xb.BatchGenerator(make_dataarray(), input_dims={"lon": good}, input_overlap={"lon": np.int64(1)})
+    assert len(bgen) == 3  # starts 0, 3, 6 in 12 points
+    assert bgen.input_dims == {"lon": 4}
+    assert type(bgen.input_dims["lon"]) is int
+    assert type(bgen.input_overlap["lon"]) is int
+    # the schema stores plain ints, so it serialises
+    assert xb.BatchSchema.from_json(bgen.schema.to_json()) == bgen.schema
+
+
+@pytest.mark.parametrize("where", ["input_dims", "batch_dims"])
+def test_window_larger_than_dim(where: str) -> None:
+    params: dict[str, Any] = {"input_dims": {"lat": 2}}
+    params[where] = {**params.get(where, {}), "lon": 13}
+    with pytest.raises(SchemaError, match=rf"{where}\['lon'\].*13") as exc:
+        xb.BatchGenerator(make_dataarray(), **params)
+    check_message(exc, "(12)")  # the dimension size: the largest allowed value
+
+
+def test_input_dims_not_a_mapping() -> None:
+    with pytest.raises(InputTypeError, match="input_dims") as exc:
+        xb.BatchGenerator(make_dataarray(), input_dims=[("lon", 4)])  # type: ignore[arg-type]
+    check_message(exc, "list")
+
+
+# --------------------------------------------------------------------------- overlaps
+def test_overlap_negative() -> None:
+    with pytest.raises(SchemaError, match=r"input_overlap\['lon'\].*-1") as exc:
+        xb.BatchGenerator(make_dataarray(), input_dims={"lon": 4}, input_overlap={"lon": -1})
+    check_message(exc, "0")
+
+
+@pytest.mark.parametrize("bad", [4, 5])
+def test_overlap_not_less_than_window(bad: int) -> None:
+    with pytest.raises(SchemaError, match=rf"input_overlap\['lon'\].*{bad}") as exc:
+        xb.BatchGenerator(make_dataarray(), input_dims={"lon": 4}, input_overlap={"lon": bad})
+    check_message(exc, "[0, 3]", "4")  # allowed range and the window
+
+
+def test_overlap_not_an_int() -> None:
+    with pytest.raises(InputTypeError, match=r"input_overlap\['lon'\].*1\.0"):
+        xb.BatchGenerator(make_dataarray(), input_dims={"lon": 4}, input_overlap={"lon": 1.0})
+
+
+def test_overlap_on_unsliced_dim() -> None:
+    with pytest.raises(SchemaError, match=r"input_overlap\['time'\]") as exc:
+        xb.BatchGenerator(make_dataarray(), input_dims={"lon": 4}, input_overlap={"time": 1})
+    check_message(exc, "not sliced", "'lon'")
+
+
+def test_batch_span_smaller_than_window_in_concat_mode() -> None:
+    with pytest.raises(SchemaError, match=r"batch_dims\['lon'\].*3") as exc:
+        xb.BatchGenerator(make_dataarray(), input_dims={"lon": 4}, batch_dims={"lon": 3}, concat_input_dims=True)
+    check_message(exc, "input_dims['lon']", "(4)")
+
+
+# --------------------------------------------------------------------------- the data
+@pytest.mark.parametrize(
+    ("bad", "type_name"),
+    [
+        (np.zeros((4, 5)), "ndarray"),
+        ({"a": np.zeros(3)}, "dict"),
+        (pd.DataFrame({"a": [1, 2]}), "DataFrame"),
+        (None, "NoneType"),
+    ],
+)
+def test_ds_not_xarray(bad: Any, type_name: str) -> None:
+    with pytest.raises(InputTypeError, match=rf"ds.*{type_name}") as exc:
+        xb.BatchGenerator(bad, input_dims={"x": 2})
+    check_message(exc, "Dataset", "DataArray")
+
+
+def test_variables_must_share_sliced_dims() -> None:
+    ds = make_dataset()
+    ds["series"] = ds["air"].isel(lat=0, lon=0, level=0, drop=True)  # (time,) only
+    with pytest.raises(SchemaError, match=r"'series'") as exc:
+        xb.BatchGenerator(ds, input_dims={"lon": 4, "lat": 5})
+    check_message(exc, "'lat'", "'lon'")
+    with pytest.raises(SchemaError, match=r"'series'"):
+        xb.BatchGenerator(ds, input_dims={"lon": 4}, batch_dims={"time": 2})
+    # when every variable has the sliced dims, the other dims may differ
+    bgen = xb.BatchGenerator(ds, input_dims={"time": 2})
+    expected = reference_batches(ds, {"time": 2})
+    assert len(bgen) == len(expected) == 3
+    for i, ref in enumerate(expected):
+        xr.testing.assert_identical(bgen[i], ref)
+
+
+def test_empty_dataset() -> None:
+    ds = xr.Dataset(coords={"x": np.arange(10)})
+    with pytest.raises(SchemaError, match="data variable") as exc:
+        xb.BatchGenerator(ds, input_dims={"x": 2})
+    check_message(exc)
+
+
+@pytest.mark.parametrize("input_dims", [{"x": 2}, {"t": 1}])
+def test_zero_length_dim(input_dims: dict[str, int]) -> None:
+    da = xr.DataArray(np.zeros((0, 10)), dims=("t", "x"))
+    with pytest.raises(SchemaError, match="'t'") as exc:
+        xb.BatchGenerator(da, input_dims=input_dims)
+    check_message(exc, "0")
+
+
+# --------------------------------------------------------------------------- indexing
+@pytest.mark.parametrize("params", [{"input_dims": {"lon": 4}}, {"input_dims": {"lon": 4}, "batch_size": 5}])
+def test_index_out_of_range(params: dict[str, Any]) -> None:
+    bgen = xb.BatchGenerator(make_dataarray(), **params)
+    n = len(bgen)
+    for bad in (n, n + 7, -n - 1, np.int64(n)):
+        number = rf"(?<![\w-]){int(bad)}(?!\d)"
+        with pytest.raises(IndexError, match=number) as exc:
+            bgen[bad]
+        check_message(exc, str(n), str(-n), str(n - 1), fix=False)
+        with pytest.raises(IndexError, match=number):
+            bgen.arrays[bad]
+    bgen[n - 1], bgen[-n]  # the ends of the valid range work
+
+
+@pytest.mark.parametrize("bad", [1.5, 1.0, "0", None, [0, 1]])
+def test_index_not_an_int(bad: Any) -> None:
+    bgen = xb.BatchGenerator(make_dataarray(), input_dims={"lon": 4})
+    with pytest.raises(TypeError, match=re.escape(repr(bad))) as exc:
+        bgen[bad]
+    check_message(exc, type(bad).__name__)
+    with pytest.raises(TypeError):
+        bgen.arrays[bad]
+
+
+# --------------------------------------------------------------------------- batch_size
+@pytest.mark.parametrize("bad", [0, -4])
+def test_batch_size_not_positive(bad: int) -> None:
+    with pytest.raises(SchemaError, match=rf"batch_size.*{bad}") as exc:
+        xb.BatchGenerator(make_dataarray(), input_dims={"lon": 4}, batch_size=bad)
+    check_message(exc, "1")
+
+
+@pytest.mark.parametrize("bad", [2.0, "8", True])
+def test_batch_size_not_an_int(bad: Any) -> None:
+    with pytest.raises(InputTypeError, match=rf"batch_size.*{re.escape(repr(bad))}"):
+        xb.BatchGenerator(make_dataarray(), input_dims={"lon": 4}, batch_size=bad)
+
+
+def test_batch_size_with_concat() -> None:
+    with pytest.raises(SchemaError, match="batch_size") as exc:
+        xb.BatchGenerator(make_dataarray(), input_dims={"lon": 4}, concat_input_dims=True, batch_size=8)
+    check_message(exc, "concat_input_dims", "8")
