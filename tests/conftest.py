@@ -24,7 +24,9 @@ SHAPE = (6, 3, 10, 12)
 
 
 # --------------------------------------------------------------------------- data
-def make_dataset(shape: tuple[int, ...] = SHAPE, dims: tuple[str, ...] = DIMS) -> xr.Dataset:
+def make_dataset(
+    shape: tuple[int, ...] = SHAPE, dims: tuple[str, ...] = DIMS
+) -> xr.Dataset:
     """A Dataset with two variables whose values encode their position.
 
     ``air`` holds the flat (row-major) index of each point as float64 and ``mask``
@@ -37,11 +39,26 @@ def make_dataset(shape: tuple[int, ...] = SHAPE, dims: tuple[str, ...] = DIMS) -
     coords: dict[str, Any] = {}
     for d, n in sizes.items():
         if d == "time":
-            coords[d] = ("time", pd.date_range("2000-01-01", periods=n, freq="D").values.astype("datetime64[ns]"), {"long_name": "time"})
+            coords[d] = (
+                "time",
+                pd.date_range("2000-01-01", periods=n, freq="D").values.astype(
+                    "datetime64[ns]"
+                ),
+                {"long_name": "time"},
+            )
         elif d == "level":
-            coords[d] = ("level", np.arange(n, dtype=np.int64) * 100 + 100, {"units": "hPa"})
+            coords[d] = (
+                "level",
+                np.arange(n, dtype=np.int64) * 100 + 100,
+                {"units": "hPa"},
+            )
         else:
-            coords[d] = (d, np.round(np.linspace(-30.0, 30.0, n), 3) + (0.25 if d == "lon" else 0.0), {"units": "degrees"})
+            coords[d] = (
+                d,
+                np.round(np.linspace(-30.0, 30.0, n), 3)
+                + (0.25 if d == "lon" else 0.0),
+                {"units": "degrees"},
+            )
     if "lat" in sizes and "lon" in sizes:
         area = np.cos(np.deg2rad(coords["lat"][1]))[:, None] * np.ones(sizes["lon"])
         coords["area"] = (("lat", "lon"), area, {"units": "m2"})
@@ -49,7 +66,11 @@ def make_dataset(shape: tuple[int, ...] = SHAPE, dims: tuple[str, ...] = DIMS) -
         coords["doy"] = ("time", np.arange(sizes["time"], dtype=np.int64) + 1)
     return xr.Dataset(
         {
-            "air": (dims, flat.astype(np.float64), {"units": "K", "long_name": "air temperature"}),
+            "air": (
+                dims,
+                flat.astype(np.float64),
+                {"units": "K", "long_name": "air temperature"},
+            ),
             "mask": (dims, (-flat).astype(np.int32), {"flag": "negated position"}),
         },
         coords=coords,
@@ -57,23 +78,36 @@ def make_dataset(shape: tuple[int, ...] = SHAPE, dims: tuple[str, ...] = DIMS) -
     )
 
 
-def make_dataarray(shape: tuple[int, ...] = SHAPE, dims: tuple[str, ...] = DIMS) -> xr.DataArray:
+def make_dataarray(
+    shape: tuple[int, ...] = SHAPE, dims: tuple[str, ...] = DIMS
+) -> xr.DataArray:
     """The ``air`` variable of :func:`make_dataset` (keeps its coords and attrs)."""
     return make_dataset(shape, dims)["air"]
 
 
-def positional(sizes: dict[str, int], kind: str = "DataArray") -> xr.Dataset | xr.DataArray:
+def positional(
+    sizes: dict[str, int], kind: str = "DataArray"
+) -> xr.Dataset | xr.DataArray:
     """Data over ``sizes`` whose value is the flat index; float index coords."""
     shape = tuple(sizes.values())
     flat = np.arange(math.prod(shape), dtype=np.int64).reshape(shape)
-    coords = {d: (d, np.arange(n) * 0.5 + 10.0 * (i + 1)) for i, (d, n) in enumerate(sizes.items())}
-    da = xr.DataArray(flat, dims=tuple(sizes), coords=coords, name="v", attrs={"units": "1"})
+    coords = {
+        d: (d, np.arange(n) * 0.5 + 10.0 * (i + 1))
+        for i, (d, n) in enumerate(sizes.items())
+    }
+    da = xr.DataArray(
+        flat, dims=tuple(sizes), coords=coords, name="v", attrs={"units": "1"}
+    )
     if kind == "DataArray":
         return da
-    return xr.Dataset({"v": da, "w": (-da).astype(np.float32)}, attrs={"title": "positional"})
+    return xr.Dataset(
+        {"v": da, "w": (-da).astype(np.float32)}, attrs={"title": "positional"}
+    )
 
 
-def to_backend(obj: xr.Dataset | xr.DataArray, backend: str, path: Path) -> xr.Dataset | xr.DataArray:
+def to_backend(
+    obj: xr.Dataset | xr.DataArray, backend: str, path: Path
+) -> xr.Dataset | xr.DataArray:
     """The same data, held in memory, in dask, or in a Zarr store on disk.
 
     ``zarr`` reopens the store lazily without dask (``chunks=None``); ``zarr-dask``
@@ -132,12 +166,18 @@ def count_windows(sizes: dict[str, int], params: dict[str, Any]) -> int:
     total = 1
     for d in sliced_dims(input_dims, batch_dims):
         w = input_dims.get(d, batch_dims.get(d))
-        total *= len(window_starts(sizes[d], w, overlap.get(d, 0), params.get("keep_remainder", False)))
+        total *= len(
+            window_starts(
+                sizes[d], w, overlap.get(d, 0), params.get("keep_remainder", False)
+            )
+        )
     return total
 
 
 @st.composite
-def schemas(draw: st.DrawFn, *, sample_mode: bool = False, max_windows: int = 40) -> tuple[dict[str, int], dict[str, Any]]:
+def schemas(
+    draw: st.DrawFn, *, sample_mode: bool = False, max_windows: int = 40
+) -> tuple[dict[str, int], dict[str, Any]]:
     """A random valid schema over a random dataset shape.
 
     Returns ``(sizes, params)``: 2-4 dims of size 1..20; windows within sizes;
@@ -150,7 +190,9 @@ def schemas(draw: st.DrawFn, *, sample_mode: bool = False, max_windows: int = 40
     sizes = {d: draw(st.integers(1, 20), label=f"size[{d}]") for d in dims}
     n_input = draw(st.integers(1, ndim))
     input_names = draw(st.permutations(dims))[:n_input]
-    input_dims = {d: draw(st.integers(1, sizes[d]), label=f"window[{d}]") for d in input_names}
+    input_dims = {
+        d: draw(st.integers(1, sizes[d]), label=f"window[{d}]") for d in input_names
+    }
     overlap = {}
     for d in input_names:
         if input_dims[d] > 1 and draw(st.booleans()):

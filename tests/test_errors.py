@@ -9,17 +9,22 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
-from conftest import make_dataarray, make_dataset
-from reference import reference_batches
 
 import xbatcher as xb
+from conftest import make_dataarray, make_dataset
+from reference import reference_batches
 from xbatcher.errors import DimensionError, InputTypeError, SchemaError, XbatcherError
 
 # A message "names a fix" when it tells the user what to do.
-FIX_WORDS = re.compile(r"\b(use|fix|remove|pass|add|drop|select|rename|wrap|broadcast|give|choose|set|example)\b", re.IGNORECASE)
+FIX_WORDS = re.compile(
+    r"\b(use|fix|remove|pass|add|drop|select|rename|wrap|broadcast|give|choose|set|example)\b",
+    re.IGNORECASE,
+)
 
 
-def check_message(exc: pytest.ExceptionInfo[BaseException], *parts: str, fix: bool = True) -> None:
+def check_message(
+    exc: pytest.ExceptionInfo[BaseException], *parts: str, fix: bool = True
+) -> None:
     """The message holds every part (values, allowed values) and, if asked, a fix."""
     msg = str(exc.value)
     for part in parts:
@@ -29,9 +34,15 @@ def check_message(exc: pytest.ExceptionInfo[BaseException], *parts: str, fix: bo
 
 
 def test_error_hierarchy() -> None:
-    assert issubclass(SchemaError, ValueError) and issubclass(SchemaError, XbatcherError)
-    assert issubclass(DimensionError, KeyError) and issubclass(DimensionError, XbatcherError)
-    assert issubclass(InputTypeError, TypeError) and issubclass(InputTypeError, XbatcherError)
+    assert issubclass(SchemaError, ValueError) and issubclass(
+        SchemaError, XbatcherError
+    )
+    assert issubclass(DimensionError, KeyError) and issubclass(
+        DimensionError, XbatcherError
+    )
+    assert issubclass(InputTypeError, TypeError) and issubclass(
+        InputTypeError, XbatcherError
+    )
 
 
 # --------------------------------------------------------------------------- dims
@@ -39,7 +50,10 @@ def test_error_hierarchy() -> None:
     ("params", "where"),
     [
         ({"input_dims": {"longitude": 4}}, "input_dims"),
-        ({"input_dims": {"lon": 4}, "input_overlap": {"longitude": 1}}, "input_overlap"),
+        (
+            {"input_dims": {"lon": 4}, "input_overlap": {"longitude": 1}},
+            "input_overlap",
+        ),
         ({"input_dims": {"lon": 4}, "batch_dims": {"longitude": 2}}, "batch_dims"),
     ],
 )
@@ -69,14 +83,18 @@ def test_window_not_positive(bad: int, where: str) -> None:
 def test_window_not_an_int(bad: Any) -> None:
     # Only integers (Python or numpy) are windows; floats and bools are rejected even
     # when integral, so that a silent int() conversion never hides a bug.
-    with pytest.raises(InputTypeError, match=rf"input_dims\['lon'\].*{re.escape(repr(bad))}") as exc:
+    with pytest.raises(
+        InputTypeError, match=rf"input_dims\['lon'\].*{re.escape(repr(bad))}"
+    ) as exc:
         xb.BatchGenerator(make_dataarray(), input_dims={"lon": bad})
     check_message(exc, type(bad).__name__)
 
 
 @pytest.mark.parametrize("good", [np.int64(4), np.int32(4), np.uint8(4), np.intp(4)])
 def test_numpy_int_windows_accepted(good: Any) -> None:
-    bgen = xb.BatchGenerator(make_dataarray(), input_dims={"lon": good}, input_overlap={"lon": np.int64(1)})
+    bgen = xb.BatchGenerator(
+        make_dataarray(), input_dims={"lon": good}, input_overlap={"lon": np.int64(1)}
+    )
     assert len(bgen) == 3  # starts 0, 3, 6 in 12 points
     assert bgen.input_dims == {"lon": 4}
     assert type(bgen.input_dims["lon"]) is int
@@ -103,31 +121,44 @@ def test_input_dims_not_a_mapping() -> None:
 # --------------------------------------------------------------------------- overlaps
 def test_overlap_negative() -> None:
     with pytest.raises(SchemaError, match=r"input_overlap\['lon'\].*-1") as exc:
-        xb.BatchGenerator(make_dataarray(), input_dims={"lon": 4}, input_overlap={"lon": -1})
+        xb.BatchGenerator(
+            make_dataarray(), input_dims={"lon": 4}, input_overlap={"lon": -1}
+        )
     check_message(exc, "0")
 
 
 @pytest.mark.parametrize("bad", [4, 5])
 def test_overlap_not_less_than_window(bad: int) -> None:
     with pytest.raises(SchemaError, match=rf"input_overlap\['lon'\].*{bad}") as exc:
-        xb.BatchGenerator(make_dataarray(), input_dims={"lon": 4}, input_overlap={"lon": bad})
+        xb.BatchGenerator(
+            make_dataarray(), input_dims={"lon": 4}, input_overlap={"lon": bad}
+        )
     check_message(exc, "[0, 3]", "4")  # allowed range and the window
 
 
 def test_overlap_not_an_int() -> None:
     with pytest.raises(InputTypeError, match=r"input_overlap\['lon'\].*1\.0"):
-        xb.BatchGenerator(make_dataarray(), input_dims={"lon": 4}, input_overlap={"lon": 1.0})
+        xb.BatchGenerator(
+            make_dataarray(), input_dims={"lon": 4}, input_overlap={"lon": 1.0}
+        )
 
 
 def test_overlap_on_unsliced_dim() -> None:
     with pytest.raises(SchemaError, match=r"input_overlap\['time'\]") as exc:
-        xb.BatchGenerator(make_dataarray(), input_dims={"lon": 4}, input_overlap={"time": 1})
+        xb.BatchGenerator(
+            make_dataarray(), input_dims={"lon": 4}, input_overlap={"time": 1}
+        )
     check_message(exc, "not sliced", "'lon'")
 
 
 def test_batch_span_smaller_than_window_in_concat_mode() -> None:
     with pytest.raises(SchemaError, match=r"batch_dims\['lon'\].*3") as exc:
-        xb.BatchGenerator(make_dataarray(), input_dims={"lon": 4}, batch_dims={"lon": 3}, concat_input_dims=True)
+        xb.BatchGenerator(
+            make_dataarray(),
+            input_dims={"lon": 4},
+            batch_dims={"lon": 3},
+            concat_input_dims=True,
+        )
     check_message(exc, "input_dims['lon']", "(4)")
 
 
@@ -179,7 +210,9 @@ def test_zero_length_dim(input_dims: dict[str, int]) -> None:
 
 
 # --------------------------------------------------------------------------- indexing
-@pytest.mark.parametrize("params", [{"input_dims": {"lon": 4}}, {"input_dims": {"lon": 4}, "batch_size": 5}])
+@pytest.mark.parametrize(
+    "params", [{"input_dims": {"lon": 4}}, {"input_dims": {"lon": 4}, "batch_size": 5}]
+)
 def test_index_out_of_range(params: dict[str, Any]) -> None:
     bgen = xb.BatchGenerator(make_dataarray(), **params)
     n = len(bgen)
@@ -219,5 +252,10 @@ def test_batch_size_not_an_int(bad: Any) -> None:
 
 def test_batch_size_with_concat() -> None:
     with pytest.raises(SchemaError, match="batch_size") as exc:
-        xb.BatchGenerator(make_dataarray(), input_dims={"lon": 4}, concat_input_dims=True, batch_size=8)
+        xb.BatchGenerator(
+            make_dataarray(),
+            input_dims={"lon": 4},
+            concat_input_dims=True,
+            batch_size=8,
+        )
     check_message(exc, "concat_input_dims", "8")

@@ -15,9 +15,18 @@ import dask.array as dsa
 import numpy as np
 import pytest
 import xarray as xr
-from conftest import count_windows, make_dataarray, make_dataset, positional, schemas, to_backend
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+
+import xbatcher as xb
+from conftest import (
+    count_windows,
+    make_dataarray,
+    make_dataset,
+    positional,
+    schemas,
+    to_backend,
+)
 from reference import (
     reference_batch,
     reference_batches,
@@ -28,19 +37,35 @@ from reference import (
     sliced_dims,
 )
 
-import xbatcher as xb
-
 # 0.4-layout schemas over the standard data (time=6, level=3, lat=10, lon=12).
 CASES: dict[str, dict[str, Any]] = {
     "two-inputs": {"input_dims": {"lon": 4, "lat": 5}},
-    "overlap": {"input_dims": {"lat": 5, "lon": 4}, "input_overlap": {"lat": 2, "lon": 1}},
+    "overlap": {
+        "input_dims": {"lat": 5, "lon": 4},
+        "input_overlap": {"lat": 2, "lon": 1},
+    },
     "batch-dim": {"input_dims": {"lon": 6}, "batch_dims": {"time": 2}},
-    "two-batch-dims": {"input_dims": {"lon": 6, "lat": 5}, "batch_dims": {"time": 3, "level": 2}},
+    "two-batch-dims": {
+        "input_dims": {"lon": 6, "lat": 5},
+        "batch_dims": {"time": 3, "level": 2},
+    },
     "all-dims-input": {"input_dims": {"time": 2, "lon": 12, "lat": 10, "level": 3}},
-    "keep-remainder": {"input_dims": {"lon": 5}, "input_overlap": {"lon": 1}, "keep_remainder": True},
-    "batch-only-overlap": {"input_dims": {"lat": 5}, "batch_dims": {"time": 4}, "input_overlap": {"time": 2}},
+    "keep-remainder": {
+        "input_dims": {"lon": 5},
+        "input_overlap": {"lon": 1},
+        "keep_remainder": True,
+    },
+    "batch-only-overlap": {
+        "input_dims": {"lat": 5},
+        "batch_dims": {"time": 4},
+        "input_overlap": {"time": 2},
+    },
     "concat": {"input_dims": {"lon": 4, "lat": 5}, "concat_input_dims": True},
-    "concat-batch-dim": {"input_dims": {"lon": 4, "lat": 5}, "batch_dims": {"time": 2}, "concat_input_dims": True},
+    "concat-batch-dim": {
+        "input_dims": {"lon": 4, "lat": 5},
+        "batch_dims": {"time": 2},
+        "concat_input_dims": True,
+    },
     "concat-dup-dim": {
         "input_dims": {"lon": 3, "lat": 5},
         "input_overlap": {"lon": 1},
@@ -53,12 +78,20 @@ CASES: dict[str, dict[str, Any]] = {
         "concat_input_dims": True,
         "keep_remainder": True,
     },
-    "concat-all-input": {"input_dims": {"lon": 6, "lat": 5, "time": 3, "level": 3}, "concat_input_dims": True},
+    "concat-all-input": {
+        "input_dims": {"lon": 6, "lat": 5, "time": 3, "level": 3},
+        "concat_input_dims": True,
+    },
 }
 
 SAMPLE_CASES: dict[str, dict[str, Any]] = {
     "samples": {"input_dims": {"lon": 6, "lat": 5}, "batch_size": 7},
-    "samples-batch-dim": {"input_dims": {"lat": 5, "lon": 6}, "batch_dims": {"time": 3}, "batch_size": 5, "drop_last": True},
+    "samples-batch-dim": {
+        "input_dims": {"lat": 5, "lon": 6},
+        "batch_dims": {"time": 3},
+        "batch_size": 5,
+        "drop_last": True,
+    },
     "samples-remainder": {
         "input_dims": {"lon": 12, "lat": 4},
         "input_overlap": {"lat": 1},
@@ -67,7 +100,13 @@ SAMPLE_CASES: dict[str, dict[str, Any]] = {
     },
 }
 
-REF_KEYS = ("input_dims", "input_overlap", "batch_dims", "concat_input_dims", "keep_remainder")
+REF_KEYS = (
+    "input_dims",
+    "input_overlap",
+    "batch_dims",
+    "concat_input_dims",
+    "keep_remainder",
+)
 
 
 def ref_kwargs(params: dict[str, Any]) -> dict[str, Any]:
@@ -87,7 +126,11 @@ def expected_batches(obj: Any, params: dict[str, Any]) -> list[Any]:
         if params.get("batch_size") is not None:
             return reference_sample_batches(
                 obj,
-                **{k: v for k, v in ref_kwargs(params).items() if k != "concat_input_dims"},
+                **{
+                    k: v
+                    for k, v in ref_kwargs(params).items()
+                    if k != "concat_input_dims"
+                },
                 batch_size=params["batch_size"],
                 drop_last=params.get("drop_last", False),
             )
@@ -129,7 +172,9 @@ def loaded_variables(batch: Any) -> dict[Hashable, xr.Variable]:
 def test_batches_match_reference(case: str, source: Any) -> None:
     params = {**CASES, **SAMPLE_CASES}[case]
     bgen = quiet_generator(source, **params)
-    expected = expected_batches(source.compute(), params)  # in memory: faster, same values
+    expected = expected_batches(
+        source.compute(), params
+    )  # in memory: faster, same values
     assert len(bgen) == len(expected) > 0
     for i, ref in enumerate(expected):
         got = bgen[i]
@@ -137,7 +182,9 @@ def test_batches_match_reference(case: str, source: Any) -> None:
         assert_arrays_match(bgen.arrays[i], got)
 
 
-@pytest.mark.parametrize("case", ["two-batch-dims", "concat-dup-dim", "samples-batch-dim"])
+@pytest.mark.parametrize(
+    "case", ["two-batch-dims", "concat-dup-dim", "samples-batch-dim"]
+)
 def test_iteration_equals_indexing(case: str, kind: str) -> None:
     params = {**CASES, **SAMPLE_CASES}[case]
     obj = make_dataarray() if kind == "DataArray" else make_dataset()
@@ -189,9 +236,19 @@ def _generator_kwargs(params: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in params.items() if v is not None}
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
-@given(schema=schemas(), kind=st.sampled_from(["DataArray", "Dataset"]), chunked=st.booleans())
-def test_property_matches_reference(schema: tuple[dict[str, int], dict[str, Any]], kind: str, chunked: bool) -> None:
+@settings(
+    max_examples=80,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+@given(
+    schema=schemas(),
+    kind=st.sampled_from(["DataArray", "Dataset"]),
+    chunked=st.booleans(),
+)
+def test_property_matches_reference(
+    schema: tuple[dict[str, int], dict[str, Any]], kind: str, chunked: bool
+) -> None:
     sizes, params = schema
     obj = positional(sizes, kind)
     if chunked:
@@ -205,13 +262,17 @@ def test_property_matches_reference(schema: tuple[dict[str, int], dict[str, Any]
         assert_arrays_match(bgen.arrays[i], got)
 
 
-def _window_starts_in(values: np.ndarray, shape: tuple[int, ...], dims: list[str], sliced: list[str]) -> tuple[int, ...]:
+def _window_starts_in(
+    values: np.ndarray, shape: tuple[int, ...], dims: list[str], sliced: list[str]
+) -> tuple[int, ...]:
     """Decode the start of each sliced dim from positional values (value = flat index)."""
     pos = np.unravel_index(np.asarray(values).ravel(), shape)
     return tuple(int(pos[dims.index(d)].min()) for d in sliced)
 
 
-def delivered_windows(bgen: xb.BatchGenerator, sizes: dict[str, int]) -> list[tuple[int, ...]]:
+def delivered_windows(
+    bgen: xb.BatchGenerator, sizes: dict[str, int]
+) -> list[tuple[int, ...]]:
     """Every window delivered in one epoch, decoded from the values of the batches."""
     dims, shape = list(sizes), tuple(sizes.values())
     sliced = sliced_dims(bgen.input_dims, bgen.batch_dims)
@@ -228,15 +289,25 @@ def delivered_windows(bgen: xb.BatchGenerator, sizes: dict[str, int]) -> list[tu
     return out
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@settings(
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
 @given(schema=schemas(max_windows=60))
-def test_property_every_window_once_per_epoch(schema: tuple[dict[str, int], dict[str, Any]]) -> None:
+def test_property_every_window_once_per_epoch(
+    schema: tuple[dict[str, int], dict[str, Any]],
+) -> None:
     sizes, params = schema
     obj = positional(sizes)
     bgen = quiet_generator(obj, **_generator_kwargs(params))
     got = delivered_windows(bgen, sizes)
     sliced = sliced_dims(params["input_dims"], params["batch_dims"] or {})
-    expected = [tuple(w[d].start for d in sliced) for batch in reference_windows(obj, **ref_kwargs(params)) for w in batch]
+    expected = [
+        tuple(w[d].start for d in sliced)
+        for batch in reference_windows(obj, **ref_kwargs(params))
+        for w in batch
+    ]
     assert len(got) == len(set(got)), "a window was delivered twice"
     assert set(got) == set(expected)
     assert len(expected) == len(set(expected))
@@ -245,19 +316,35 @@ def test_property_every_window_once_per_epoch(schema: tuple[dict[str, int], dict
         assert len(got) == count_windows(sizes, params)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@settings(
+    max_examples=80,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
 @given(
     schema=schemas(sample_mode=True),
     batch_size=st.integers(1, 9),
     drop_last=st.booleans(),
     kind=st.sampled_from(["DataArray", "Dataset"]),
 )
-def test_property_samples(schema: tuple[dict[str, int], dict[str, Any]], batch_size: int, drop_last: bool, kind: str) -> None:
+def test_property_samples(
+    schema: tuple[dict[str, int], dict[str, Any]],
+    batch_size: int,
+    drop_last: bool,
+    kind: str,
+) -> None:
     sizes, params = schema
     obj = positional(sizes, kind)
-    samples = reference_samples(obj, **{k: v for k, v in ref_kwargs(params).items() if k != "concat_input_dims"})
+    samples = reference_samples(
+        obj, **{k: v for k, v in ref_kwargs(params).items() if k != "concat_input_dims"}
+    )
     assume(len(samples) <= 150)
-    params = {**params, "concat_input_dims": False, "batch_size": batch_size, "drop_last": drop_last}
+    params = {
+        **params,
+        "concat_input_dims": False,
+        "batch_size": batch_size,
+        "drop_last": drop_last,
+    }
     bgen = quiet_generator(obj, **_generator_kwargs(params))
     expected = expected_batches(obj, params)
     assert len(bgen) == len(expected)
@@ -288,8 +375,15 @@ def test_sample_mode_layout_by_hand() -> None:
     assert b["level"].dims == ("sample",)
     # sample 5 = (time 0, level 1, lon window 0, lat window 1)
     sel = {"time": 0, "level": 1, "lon": slice(0, 6), "lat": slice(5, 10)}
-    np.testing.assert_array_equal(b.isel(sample=1).values, da.isel(sel).transpose("lon", "lat").values)
-    xr.testing.assert_identical(b, reference_sample_batch(da, reference_samples(da, {"lon": 6, "lat": 5})[4:8], [4, 5, 6, 7]))
+    np.testing.assert_array_equal(
+        b.isel(sample=1).values, da.isel(sel).transpose("lon", "lat").values
+    )
+    xr.testing.assert_identical(
+        b,
+        reference_sample_batch(
+            da, reference_samples(da, {"lon": 6, "lat": 5})[4:8], [4, 5, 6, 7]
+        ),
+    )
 
 
 def test_sample_mode_drop_last() -> None:
@@ -307,14 +401,21 @@ def test_sample_mode_drop_last() -> None:
 
 def test_sample_mode_duplicate_dim_warns() -> None:
     with pytest.warns(UserWarning, match="lon"):
-        bgen = xb.BatchGenerator(make_dataarray(), input_dims={"lon": 6}, batch_dims={"lon": 12}, batch_size=4)
+        bgen = xb.BatchGenerator(
+            make_dataarray(),
+            input_dims={"lon": 6},
+            batch_dims={"lon": 12},
+            batch_size=4,
+        )
     ref = reference_sample_batches(make_dataarray(), {"lon": 6}, batch_size=4)
     assert len(bgen) == len(ref)
     xr.testing.assert_identical(bgen[3], ref[3])
 
 
 # --------------------------------------------------------------------------- lazy / preload
-@pytest.mark.parametrize("case", ["two-inputs", "concat-batch-dim", "concat", "samples"])
+@pytest.mark.parametrize(
+    "case", ["two-inputs", "concat-batch-dim", "concat", "samples"]
+)
 @pytest.mark.parametrize("backend_name", ["dask", "zarr", "zarr-dask"])
 def test_preload_returns_numpy(case: str, backend_name: str, tmp_path: Any) -> None:
     params = {**CASES, **SAMPLE_CASES}[case]
@@ -323,10 +424,14 @@ def test_preload_returns_numpy(case: str, backend_name: str, tmp_path: Any) -> N
     for i in (0, len(bgen) - 1):
         batch = bgen[i]
         for name, var in loaded_variables(batch).items():
-            assert is_numpy_backed(var), f"{name} is {type(var._data).__name__}, not numpy"
+            assert is_numpy_backed(var), (
+                f"{name} is {type(var._data).__name__}, not numpy"
+            )
 
 
-@pytest.mark.parametrize("case", ["two-inputs", "batch-dim", "concat-batch-dim", "samples"])
+@pytest.mark.parametrize(
+    "case", ["two-inputs", "batch-dim", "concat-batch-dim", "samples"]
+)
 @pytest.mark.parametrize("kind_", ["DataArray", "Dataset"])
 def test_preload_false_is_lazy(case: str, kind_: str) -> None:
     params = {**CASES, **SAMPLE_CASES}[case]
@@ -337,7 +442,11 @@ def test_preload_false_is_lazy(case: str, kind_: str) -> None:
     assert len(bgen) == len(expected)
     for i in (0, len(bgen) - 1):
         batch = bgen[i]
-        data_vars = [batch.variable] if isinstance(batch, xr.DataArray) else [v.variable for v in batch.data_vars.values()]
+        data_vars = (
+            [batch.variable]
+            if isinstance(batch, xr.DataArray)
+            else [v.variable for v in batch.data_vars.values()]
+        )
         for var in data_vars:
             assert isinstance(var.data, dsa.Array)
         xr.testing.assert_identical(batch.compute(), expected[i])
@@ -349,7 +458,9 @@ class ChunkCounter:
     def __init__(self, shape: tuple[int, ...], chunks: tuple[int, ...]) -> None:
         self.lock = threading.Lock()
         self.computed: list[tuple[int, ...]] = []
-        base = dsa.from_array(np.arange(math.prod(shape), dtype=np.float64).reshape(shape), chunks=chunks)
+        base = dsa.from_array(
+            np.arange(math.prod(shape), dtype=np.float64).reshape(shape), chunks=chunks
+        )
         self.array = base.map_blocks(self._record, dtype=np.float64)
         self.chunks = chunks
 
@@ -372,27 +483,53 @@ class ChunkCounter:
 def test_reads_only_needed_chunks(preload: bool) -> None:
     counter = ChunkCounter((8, 20, 30), (2, 10, 10))
     da = xr.DataArray(counter.array, dims=("time", "y", "x"), name="v")
-    ref = xr.DataArray(np.arange(8 * 20 * 30, dtype=np.float64).reshape(8, 20, 30), dims=("time", "y", "x"), name="v")
+    ref = xr.DataArray(
+        np.arange(8 * 20 * 30, dtype=np.float64).reshape(8, 20, 30),
+        dims=("time", "y", "x"),
+        name="v",
+    )
     with dask.config.set(scheduler="synchronous"):
-        bgen = xb.BatchGenerator(da, input_dims={"x": 10, "y": 5}, batch_dims={"time": 2}, preload_batch=preload)
+        bgen = xb.BatchGenerator(
+            da,
+            input_dims={"x": 10, "y": 5},
+            batch_dims={"time": 2},
+            preload_batch=preload,
+        )
         assert counter.computed == [], "constructing the generator computed data"
         # batch 7: time block 0, x window 1 (10..20), y window 3 (15..20)
         batch = bgen[7]
         if not preload:
             batch = batch.compute()
-        xr.testing.assert_identical(batch, ref.isel(time=slice(0, 2), x=slice(10, 20), y=slice(15, 20)))
+        xr.testing.assert_identical(
+            batch, ref.isel(time=slice(0, 2), x=slice(10, 20), y=slice(15, 20))
+        )
         needed = counter.needed({0: (0, 2), 1: (15, 20), 2: (10, 20)})
-        assert set(counter.computed) <= needed, f"read chunks {set(counter.computed) - needed} outside the batch"
-        assert len(counter.computed) <= len(needed), "a chunk was computed twice for one batch"
+        assert set(counter.computed) <= needed, (
+            f"read chunks {set(counter.computed) - needed} outside the batch"
+        )
+        assert len(counter.computed) <= len(needed), (
+            "a chunk was computed twice for one batch"
+        )
 
         # concat mode with batch_dims: one time block per batch, not the whole source
         counter.computed.clear()
-        bgen = xb.BatchGenerator(da, input_dims={"x": 10, "y": 5}, batch_dims={"time": 2}, concat_input_dims=True, preload_batch=preload)
+        bgen = xb.BatchGenerator(
+            da,
+            input_dims={"x": 10, "y": 5},
+            batch_dims={"time": 2},
+            concat_input_dims=True,
+            preload_batch=preload,
+        )
         batch = bgen[1]
         if not preload:
             batch = batch.compute()
         assert set(counter.computed) <= counter.needed({0: (2, 4)})
-        xr.testing.assert_identical(batch, reference_batches(ref, {"x": 10, "y": 5}, batch_dims={"time": 2}, concat_input_dims=True)[1])
+        xr.testing.assert_identical(
+            batch,
+            reference_batches(
+                ref, {"x": 10, "y": 5}, batch_dims={"time": 2}, concat_input_dims=True
+            )[1],
+        )
 
 
 def test_huge_schema_constructs_instantly() -> None:
@@ -425,22 +562,36 @@ def test_duplicate_dim_warns_without_concat() -> None:
 def test_duplicate_dim_does_not_warn_with_concat() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
-        xb.BatchGenerator(make_dataarray(), input_dims={"lon": 4}, batch_dims={"lon": 8}, concat_input_dims=True)
+        xb.BatchGenerator(
+            make_dataarray(),
+            input_dims={"lon": 4},
+            batch_dims={"lon": 8},
+            concat_input_dims=True,
+        )
 
 
 def test_concat_span_not_multiple_of_window_gives_full_batches() -> None:
     # lon=12, window 3, span 7: (7 - 3) // 3 + 1 = 2 windows per batch, 4 windows -> 2 batches.
     # (0.4 put ceil(7/3) = 3 windows in a batch and made 12 // 7 = 1 batch.)
     da = make_dataarray()
-    bgen = xb.BatchGenerator(da, input_dims={"lon": 3, "lat": 5}, batch_dims={"lon": 7}, concat_input_dims=True)
+    bgen = xb.BatchGenerator(
+        da,
+        input_dims={"lon": 3, "lat": 5},
+        batch_dims={"lon": 7},
+        concat_input_dims=True,
+    )
     assert len(bgen) == 2
     for batch, block in zip(bgen, [slice(0, 6), slice(6, 12)], strict=True):
         # 2 lon windows x 2 lat windows per batch, each with all (time, level) points
         assert batch.sizes == {"sample": 2 * 2 * 6 * 3, "lon_input": 3, "lat_input": 5}
         assert not np.isnan(batch.values).any()
         # the windows of the batch (starts 0, 3 then 6, 9) tile their block of lon
-        np.testing.assert_array_equal(np.unique(batch["lon"].values), da["lon"].values[block])
-    expected = reference_batches(da, {"lon": 3, "lat": 5}, batch_dims={"lon": 7}, concat_input_dims=True)
+        np.testing.assert_array_equal(
+            np.unique(batch["lon"].values), da["lon"].values[block]
+        )
+    expected = reference_batches(
+        da, {"lon": 3, "lat": 5}, batch_dims={"lon": 7}, concat_input_dims=True
+    )
     for got, ref in zip(bgen, expected, strict=True):
         xr.testing.assert_identical(got, ref)
 
@@ -452,13 +603,32 @@ def test_keep_remainder_covers_last_points() -> None:
     assert len(default) == 2 and len(keep) == 3
     covered = np.unique(np.concatenate([b["lon"].values for b in keep]))
     np.testing.assert_array_equal(covered, da["lon"].values)
-    xr.testing.assert_identical(keep[-1], reference_batch(da, [{"lon": slice(7, 12)}], {"lon": 5}, False))
+    xr.testing.assert_identical(
+        keep[-1], reference_batch(da, [{"lon": slice(7, 12)}], {"lon": 5}, False)
+    )
     assert keep[-1].dims == ("sample", "lon")
-    assert da["lon"].values[-1] not in np.concatenate([b["lon"].values for b in default])
+    assert da["lon"].values[-1] not in np.concatenate(
+        [b["lon"].values for b in default]
+    )
     # concat: the remainder window joins a last, smaller group
-    cat = xb.BatchGenerator(da, input_dims={"lon": 5}, batch_dims={"lon": 10}, concat_input_dims=True, keep_remainder=True)
+    cat = xb.BatchGenerator(
+        da,
+        input_dims={"lon": 5},
+        batch_dims={"lon": 10},
+        concat_input_dims=True,
+        keep_remainder=True,
+    )
     assert [b["input_batch"].to_index().nunique() for b in cat] == [2, 1]
-    xr.testing.assert_identical(cat[1], reference_batches(da, {"lon": 5}, batch_dims={"lon": 10}, concat_input_dims=True, keep_remainder=True)[1])
+    xr.testing.assert_identical(
+        cat[1],
+        reference_batches(
+            da,
+            {"lon": 5},
+            batch_dims={"lon": 10},
+            concat_input_dims=True,
+            keep_remainder=True,
+        )[1],
+    )
 
 
 @pytest.mark.parametrize("kind_", ["DataArray", "Dataset"])
@@ -472,7 +642,9 @@ def test_accessor(kind_: str) -> None:
     for a, b in zip(via_accessor, direct, strict=True):
         xr.testing.assert_identical(a, b)
     sampled = obj.batch.generator(input_dims={"lon": 4}, batch_size=5)
-    xr.testing.assert_identical(sampled[2], xb.BatchGenerator(obj, input_dims={"lon": 4}, batch_size=5)[2])
+    xr.testing.assert_identical(
+        sampled[2], xb.BatchGenerator(obj, input_dims={"lon": 4}, batch_size=5)[2]
+    )
 
 
 # --------------------------------------------------------------------------- 0.4 layouts
@@ -480,7 +652,9 @@ def test_04_layout_one_extra_dim_keeps_dataset_order() -> None:
     # DataArray(time=10, y=20, x=30), input_dims x=10, y=5: sliced dims [x, y] give
     # 3 x 4 = 12 windows. Only `time` is left besides the input dims, so nothing is
     # stacked and every batch keeps the dataset's dims in the dataset's order.
-    da = xr.DataArray(np.random.default_rng(0).random((10, 20, 30)), dims=("time", "y", "x"))
+    da = xr.DataArray(
+        np.random.default_rng(0).random((10, 20, 30)), dims=("time", "y", "x")
+    )
     bgen = xb.BatchGenerator(da, input_dims={"x": 10, "y": 5})
     assert len(bgen) == 12
     assert bgen[0].dims == ("time", "y", "x")
@@ -493,21 +667,30 @@ def test_04_layout_one_extra_dim_keeps_dataset_order() -> None:
     bgen = xb.BatchGenerator(da, input_dims={"x": 10, "y": 5}, batch_dims={"time": 2})
     assert len(bgen) == 60
     assert bgen[13].dims == ("time", "y", "x") and bgen[13].shape == (2, 5, 10)
-    xr.testing.assert_identical(bgen[13], da.isel(time=slice(2, 4), x=slice(0, 10), y=slice(5, 10)))
+    xr.testing.assert_identical(
+        bgen[13], da.isel(time=slice(2, 4), x=slice(0, 10), y=slice(5, 10))
+    )
 
 
 def test_04_layout_two_extra_dims_stack_into_sample() -> None:
     # Dataset(time=4, z=3, y=20, x=30), input_dims x=10, y=5: time and z are stacked
     # into `sample` (levels in dataset order) and the batch is (sample, x, y).
     rng = np.random.default_rng(1)
-    ds = xr.Dataset({"a": (("time", "z", "y", "x"), rng.random((4, 3, 20, 30)))}, coords={"time": np.arange(4), "z": [10, 20, 30]})
+    ds = xr.Dataset(
+        {"a": (("time", "z", "y", "x"), rng.random((4, 3, 20, 30)))},
+        coords={"time": np.arange(4), "z": [10, 20, 30]},
+    )
     bgen = xb.BatchGenerator(ds, input_dims={"x": 10, "y": 5})
     b = bgen[0]
     assert len(bgen) == 12
     assert b["a"].dims == ("sample", "x", "y")
     assert b["a"].shape == (12, 10, 5)
     assert list(b.indexes["sample"].names) == ["time", "z"]
-    expected = ds.isel(x=slice(0, 10), y=slice(0, 5)).stack(sample=["time", "z"]).transpose("sample", "x", "y")
+    expected = (
+        ds.isel(x=slice(0, 10), y=slice(0, 5))
+        .stack(sample=["time", "z"])
+        .transpose("sample", "x", "y")
+    )
     xr.testing.assert_identical(b, expected)
 
 
@@ -515,8 +698,12 @@ def test_04_layout_concat() -> None:
     # concat_input_dims with batch_dims time=2 on DataArray(time=10, y=20, x=30):
     # 5 batches of all 3 x 4 = 12 windows; input_batch (12) and time (2) are stacked
     # into sample = 24, dims (sample, x_input, y_input).
-    da = xr.DataArray(np.random.default_rng(2).random((10, 20, 30)), dims=("time", "y", "x"))
-    bgen = xb.BatchGenerator(da, input_dims={"x": 10, "y": 5}, batch_dims={"time": 2}, concat_input_dims=True)
+    da = xr.DataArray(
+        np.random.default_rng(2).random((10, 20, 30)), dims=("time", "y", "x")
+    )
+    bgen = xb.BatchGenerator(
+        da, input_dims={"x": 10, "y": 5}, batch_dims={"time": 2}, concat_input_dims=True
+    )
     assert len(bgen) == 5
     b = bgen[0]
     assert b.dims == ("sample", "x_input", "y_input")
@@ -527,7 +714,9 @@ def test_04_layout_concat() -> None:
     assert len(bgen) == 1
     assert bgen[0].shape == (120, 10, 5)
     # all dims are input dims: nothing to stack, input_batch stays a dim
-    bgen = xb.BatchGenerator(da, input_dims={"time": 10, "y": 10, "x": 15}, concat_input_dims=True)
+    bgen = xb.BatchGenerator(
+        da, input_dims={"time": 10, "y": 10, "x": 15}, concat_input_dims=True
+    )
     assert len(bgen) == 1
     assert bgen[0].dims == ("input_batch", "time_input", "y_input", "x_input")
     assert bgen[0].shape == (4, 10, 10, 15)

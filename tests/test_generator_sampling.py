@@ -21,19 +21,27 @@ def make_da(nt: int = 6, ny: int = 9, nx: int = 11) -> xr.DataArray:
     return xr.DataArray(
         values,
         dims=("time", "y", "x"),
-        coords={"time": np.arange(nt) * 10, "y": np.arange(ny) * 0.5, "x": np.arange(nx) * 2.0},
+        coords={
+            "time": np.arange(nt) * 10,
+            "y": np.arange(ny) * 0.5,
+            "x": np.arange(nx) * 2.0,
+        },
         name="v",
         attrs={"units": "K"},
     )
 
 
-def brute_force_samples(da: xr.DataArray, wy: int, wx: int, sy: int, sx: int) -> list[dict]:
+def brute_force_samples(
+    da: xr.DataArray, wy: int, wx: int, sy: int, sx: int
+) -> list[dict]:
     """Every sample's isel selector in sample-number order (unsliced dims first)."""
     out = []
     for t in range(da.sizes["time"]):
         for y0 in range(0, da.sizes["y"] - wy + 1, sy):
             for x0 in range(0, da.sizes["x"] - wx + 1, sx):
-                out.append({"time": t, "y": slice(y0, y0 + wy), "x": slice(x0, x0 + wx)})
+                out.append(
+                    {"time": t, "y": slice(y0, y0 + wy), "x": slice(x0, x0 + wx)}
+                )
     return out
 
 
@@ -74,7 +82,9 @@ def test_shuffle_every_sample_once_and_values_match_isel(p, drop_last):
         for k, s in enumerate(batch["sample"].values):
             sel = expected[int(s)]
             np.testing.assert_array_equal(batch.values[k], da.isel(sel).values)
-            np.testing.assert_array_equal(batch["y"].values[k], da["y"].values[sel["y"]])
+            np.testing.assert_array_equal(
+                batch["y"].values[k], da["y"].values[sel["y"]]
+            )
             assert batch["time"].values[k] == da["time"].values[sel["time"]]
             got.append(int(s))
     n = len(expected)
@@ -83,7 +93,9 @@ def test_shuffle_every_sample_once_and_values_match_isel(p, drop_last):
         assert len(set(got)) == len(got)
     else:
         assert sorted(got) == list(range(n))
-    assert len(bgen) == (n // p["batch_size"] if drop_last else -(-n // p["batch_size"]))
+    assert len(bgen) == (
+        n // p["batch_size"] if drop_last else -(-n // p["batch_size"])
+    )
 
 
 def test_arrays_equal_xarray_in_shuffled_order():
@@ -114,7 +126,9 @@ def test_shuffle_without_seed_draws_and_exposes_one():
     da = make_da()
     g = xb.BatchGenerator(da, {"y": 3, "x": 3}, batch_size=4, shuffle=True)
     assert isinstance(g.seed, int)
-    again = xb.BatchGenerator(da, {"y": 3, "x": 3}, batch_size=4, shuffle=True, seed=g.seed)
+    again = xb.BatchGenerator(
+        da, {"y": 3, "x": 3}, batch_size=4, shuffle=True, seed=g.seed
+    )
     assert sample_ids(g) == sample_ids(again)
 
 
@@ -158,7 +172,11 @@ def test_resume_equals_uninterrupted(p, stop_after, arrays):
 
     def make():
         return xb.BatchGenerator(
-            da, {"y": wy, "x": wx}, batch_size=p["batch_size"], shuffle=True, seed=p["seed"]
+            da,
+            {"y": wy, "x": wx},
+            batch_size=p["batch_size"],
+            shuffle=True,
+            seed=p["seed"],
         )
 
     full = [b.values for b in make()]
@@ -186,7 +204,9 @@ def test_state_from_another_schema_is_refused_with_both_fingerprints():
     with pytest.raises(StateError) as err:
         g2.load_state_dict(g1.state_dict())
     assert g1.fingerprint in str(err.value) and g2.fingerprint in str(err.value)
-    g3 = xb.BatchGenerator(da + 0 * da.isel(time=0), {"y": 3, "x": 3}, batch_size=4, shuffle=True, seed=2)
+    g3 = xb.BatchGenerator(
+        da + 0 * da.isel(time=0), {"y": 3, "x": 3}, batch_size=4, shuffle=True, seed=2
+    )
     with pytest.raises(StateError):
         g3.load_state_dict(g1.state_dict())
 
@@ -204,7 +224,12 @@ def test_split_by_fraction_never_shares_data():
     assert not (seen["train"] & seen["test"])
     # the train part holds exactly the windows that fit in the first 12 time steps
     assert max(seen["train"]) == da["time"].values[11]
-    assert len(parts["train"]) == xb.BatchGenerator(da.isel(time=slice(0, 12)), {"time": 3, "y": 3}, {"time": 2}).__len__()
+    assert (
+        len(parts["train"])
+        == xb.BatchGenerator(
+            da.isel(time=slice(0, 12)), {"time": 3, "y": 3}, {"time": 2}
+        ).__len__()
+    )
 
 
 def test_split_by_label_range():
@@ -223,7 +248,9 @@ def test_validity_filter_skips_nan_windows():
     data[1, 2, 5] = np.nan
     da = da.copy(data=data)
     ds = da.to_dataset()
-    bgen = xb.BatchGenerator(ds, {"y": 4, "x": 4}, input_overlap={"y": 2, "x": 2}, batch_size=5, skip_nan="v")
+    bgen = xb.BatchGenerator(
+        ds, {"y": 4, "x": 4}, input_overlap={"y": 2, "x": 2}, batch_size=5, skip_nan="v"
+    )
     kept = set(sample_ids(bgen))
     sels = brute_force_samples(da, 4, 4, 2, 2)
     expected = {i for i, s in enumerate(sels) if not np.isnan(da.isel(s).values).any()}
@@ -238,11 +265,15 @@ def test_mask_filter_and_dask_source_agree():
     mask[0:2, 0:2] = False
     ds = da.to_dataset().assign(m=mask)
     g = xb.BatchGenerator(ds[["v"]], {"y": 4, "x": 4}, batch_size=3, mask=mask)
-    g_dask = xb.BatchGenerator(ds[["v"]].chunk(time=1), {"y": 4, "x": 4}, batch_size=3, mask=mask.chunk())
+    g_dask = xb.BatchGenerator(
+        ds[["v"]].chunk(time=1), {"y": 4, "x": 4}, batch_size=3, mask=mask.chunk()
+    )
     ids = sample_ids(g)
     assert ids == sample_ids(g_dask)
     sels = brute_force_samples(da, 4, 4, 4, 4)
-    expected = [i for i, s in enumerate(sels) if bool(mask.isel(y=s["y"], x=s["x"]).all())]
+    expected = [
+        i for i, s in enumerate(sels) if bool(mask.isel(y=s["y"], x=s["x"]).all())
+    ]
     assert ids == expected
 
 
@@ -252,20 +283,38 @@ def test_chunk_aware_shuffle_on_zarr(tmp_path):
     path = tmp_path / "d.zarr"
     da.chunk(time=3).to_dataset().to_zarr(path)
     lazy = xr.open_dataset(path, engine="zarr", chunks=None)["v"]
-    g = xb.BatchGenerator(lazy, {"y": 4, "x": 4}, batch_size=4, shuffle="chunks", seed=5, resident_bytes=2 * 3 * 8 * 8 * 8)
+    g = xb.BatchGenerator(
+        lazy,
+        {"y": 4, "x": 4},
+        batch_size=4,
+        shuffle="chunks",
+        seed=5,
+        resident_bytes=2 * 3 * 8 * 8 * 8,
+    )
     ids = sample_ids(g)
     assert sorted(ids) == list(range(12 * 4))
     # pools hold 2 chunks: each batch draws from at most 2 chunks (3 time steps each)
-    for batch in xb.BatchGenerator(lazy, {"y": 4, "x": 4}, batch_size=4, shuffle="chunks", seed=5, resident_bytes=2 * 3 * 8 * 8 * 8):
+    for batch in xb.BatchGenerator(
+        lazy,
+        {"y": 4, "x": 4},
+        batch_size=4,
+        shuffle="chunks",
+        seed=5,
+        resident_bytes=2 * 3 * 8 * 8 * 8,
+    ):
         assert len({int(t) // 30 for t in batch["time"].values}) <= 2
     # values identical to isel of the in-memory source
     mem = make_da(nt=12, ny=8, nx=8)
     sels = brute_force_samples(mem, 4, 4, 4, 4)
     for batch in g:
         for k, s in enumerate(batch["sample"].values):
-            np.testing.assert_array_equal(batch.values[k], mem.isel(sels[int(s)]).values)
+            np.testing.assert_array_equal(
+                batch.values[k], mem.isel(sels[int(s)]).values
+            )
     # each chunk is decoded once per epoch
-    g2 = xb.BatchGenerator(lazy, {"y": 4, "x": 4}, batch_size=4, shuffle="chunks", seed=7)
+    g2 = xb.BatchGenerator(
+        lazy, {"y": 4, "x": 4}, batch_size=4, shuffle="chunks", seed=7
+    )
     for _ in g2.arrays:
         pass
     assert g2.block_cache.stats()["misses"] == 4
@@ -277,7 +326,12 @@ def test_random_sampler_with_weights_through_generator():
     n = g0.n_units
     weights = np.zeros(n)
     weights[[1, 5]] = [1.0, 3.0]
-    g = xb.BatchGenerator(da, {"y": 2, "x": 2}, batch_size=8, sampler=xb.RandomSampler(num_samples=4000, weights=weights, seed=0))
+    g = xb.BatchGenerator(
+        da,
+        {"y": 2, "x": 2},
+        batch_size=8,
+        sampler=xb.RandomSampler(num_samples=4000, weights=weights, seed=0),
+    )
     ids = np.array(sample_ids(g))
     assert set(ids) == {1, 5}
     assert abs((ids == 5).mean() - 0.75) < 0.05

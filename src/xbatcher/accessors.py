@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
-from typing import Any
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import Any, Literal
 
 import xarray as xr
 
 from .generator import BatchGenerator
+from .sampling import Sampler
 
 __all__ = ["BatchAccessor"]
 
 
-@xr.register_dataarray_accessor("batch")
-@xr.register_dataset_accessor("batch")
+@xr.register_dataarray_accessor("batch")  # type: ignore[no-untyped-call]
+@xr.register_dataset_accessor("batch")  # type: ignore[no-untyped-call]
 class BatchAccessor:
     """``obj.batch.generator(input_dims, ...)`` builds a :class:`BatchGenerator`.
 
@@ -36,8 +37,18 @@ class BatchAccessor:
         concat_input_dims: bool = False,
         preload_batch: bool = True,
         cache: Any = None,
-        cache_preprocess: Any = None,
-        **options: Any,
+        cache_preprocess: Callable[[Any], Any] | None = None,
+        *,
+        keep_remainder: bool = False,
+        batch_size: int | None = None,
+        drop_last: bool = False,
+        shuffle: bool | Literal["chunks"] = False,
+        seed: int | None = None,
+        sampler: Sampler | None = None,
+        block_cache_bytes: int | str = "512MiB",
+        resident_bytes: int | str | None = None,
+        skip_nan: str | Sequence[str] | None = None,
+        mask: str | xr.DataArray | None = None,
     ) -> BatchGenerator:
         """Return a :class:`BatchGenerator` over this object (same arguments)."""
         return BatchGenerator(
@@ -49,5 +60,14 @@ class BatchAccessor:
             preload_batch,
             cache,
             cache_preprocess,
-            **options,
+            keep_remainder=keep_remainder,
+            batch_size=batch_size,
+            drop_last=drop_last,
+            shuffle=shuffle,
+            seed=seed,
+            sampler=sampler,
+            block_cache_bytes=block_cache_bytes,
+            resident_bytes=resident_bytes,
+            skip_nan=skip_nan,
+            mask=mask,
         )

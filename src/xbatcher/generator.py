@@ -306,7 +306,9 @@ class BatchGenerator:
         positions = local_positions
         if self._shard is not None:
             positions = self._shard.global_positions(n, local_positions)
-        units = self.sampler.units(self.n_units, self.epoch, positions, self._unit_groups())
+        units = self.sampler.units(
+            self.n_units, self.epoch, positions, self._unit_groups()
+        )
         if self._valid is not None:
             units = self._valid[units]
         return units
@@ -360,7 +362,11 @@ class BatchGenerator:
     ) -> dict[Hashable, NDArray[Any]]:
         out = {}
         for name, src in sources.items():
-            dims = self._builder.coord_meta[src.key[1]][0] if isinstance(src.key, tuple) else self._var_dims[name]
+            dims = (
+                self._builder.coord_meta[src.key[1]][0]
+                if isinstance(src.key, tuple)
+                else self._var_dims[name]
+            )
             out[name] = gather(src, self._request(windows, dims), self.block_cache)
         return out
 
@@ -397,21 +403,23 @@ class BatchGenerator:
         else:
             arrays = self._lazy_all(windows, self._sources)
             coords = self._gather_all(windows, self._coord_sources)
-        first = {d: int(s[0]) for d, s in windows.starts.items()} if windows.count else {}
+        first = (
+            {d: int(s[0]) for d, s in windows.starts.items()} if windows.count else {}
+        )
         return self._builder.build(arrays, coords, first, units)
 
     def _lazy_all(
         self, windows: Windows, sources: Mapping[Hashable, Source]
     ) -> dict[Hashable, Any]:
-        import dask
         import dask.array as da
+        from dask.delayed import delayed
 
         out = {}
         for name, src in sources.items():
             request = self._request(windows, self._var_dims[name])
-            task = dask.delayed(gather, pure=True)(src, request, self.block_cache)
+            task = delayed(gather, pure=True)(src, request, self.block_cache)
             shape = (request.count, *request.lengths)
-            out[name] = da.from_delayed(task, shape=shape, dtype=src.dtype)
+            out[name] = da.from_delayed(task, shape=shape, dtype=src.dtype)  # type: ignore[no-untyped-call]
         return out
 
     # ------------------------------------------------------------------ public access
@@ -439,7 +447,9 @@ class BatchGenerator:
             for first in firsts:
                 yield first, self._batch_units(first, min(first + step, indices.stop))
             return
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="xbatcher-prefetch") as pool:
+        with ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="xbatcher-prefetch"
+        ) as pool:
             upcoming = None
             for k, first in enumerate(firsts):
                 if upcoming is None:
@@ -457,7 +467,9 @@ class BatchGenerator:
     def _prefetch(self, batches: list[NDArray[np.int64]]) -> None:
         windows = self._windows(np.concatenate(batches))
         for name, src in self._sources.items():
-            prefetch(src, self._request(windows, self._var_dims[name]), self.block_cache)
+            prefetch(
+                src, self._request(windows, self._var_dims[name]), self.block_cache
+            )
 
     def _group_size(self) -> int:
         """Batches gathered at once while iterating (about 8 MiB of output)."""
@@ -465,11 +477,18 @@ class BatchGenerator:
         sizes = dict(s.sizes)
         windows = {w.dim: w.window for w in s.sliced}
         batch_bytes = 0
-        for src, dims in zip(self._sources.values(), self._var_dims.values(), strict=True):
+        for src, dims in zip(
+            self._sources.values(), self._var_dims.values(), strict=True
+        ):
             per_window = math.prod(
                 windows.get(d, 1 if s.mode == "sample" else sizes[d]) for d in dims
             )
-            batch_bytes += per_window * src.dtype.itemsize * s.windows_per_unit * (s.batch_size or 1)
+            batch_bytes += (
+                per_window
+                * src.dtype.itemsize
+                * s.windows_per_unit
+                * (s.batch_size or 1)
+            )
         return int(max(1, min(_MAX_GROUP, _GROUP_BYTES // max(batch_bytes, 1))))
 
     def _epoch_indices(self) -> range:
@@ -488,7 +507,11 @@ class BatchGenerator:
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose order the next iteration follows."""
-        if isinstance(epoch, bool) or not isinstance(epoch, int | np.integer) or epoch < 0:
+        if (
+            isinstance(epoch, bool)
+            or not isinstance(epoch, int | np.integer)
+            or epoch < 0
+        ):
             raise SchemaError(f"epoch must be an int >= 0; got {epoch!r}.")
         self.epoch = int(epoch)
         self._position = 0
@@ -513,7 +536,10 @@ class BatchGenerator:
         return new
 
     def split(
-        self, dim: Hashable, gap: int = 0, **parts: float | int | tuple[Any, Any] | slice
+        self,
+        dim: Hashable,
+        gap: int = 0,
+        **parts: float | int | tuple[Any, Any] | slice,
     ) -> dict[str, BatchGenerator]:
         """Split the data along ``dim`` into generators over disjoint ranges.
 
@@ -538,21 +564,30 @@ class BatchGenerator:
                 f"{list(self.ds.dims)}."
             )
         if not parts:
-            raise SchemaError("split needs at least one part, e.g. split('time', train=0.8, val=0.2).")
+            raise SchemaError(
+                "split needs at least one part, e.g. split('time', train=0.8, val=0.2)."
+            )
         ranges: dict[str, tuple[int, int]]
         if all(isinstance(v, slice | tuple) for v in parts.values()):
             index = self.ds.indexes[dim] if dim in self.ds.indexes else None
             if index is None:
-                raise SchemaError(f"label ranges need a coordinate on {dim!r}; use fractions.")
+                raise SchemaError(
+                    f"label ranges need a coordinate on {dim!r}; use fractions."
+                )
             ranges = {}
             for name, v in parts.items():
-                lab = v if isinstance(v, slice) else slice(*v)
+                lab = v if isinstance(v, slice) else slice(v[0], v[1])  # type: ignore[index]
                 sl = index.slice_indexer(lab.start, lab.stop)
-                ranges[name] = (int(sl.start or 0), int(sl.stop if sl.stop is not None else len(index)))
+                ranges[name] = (
+                    int(sl.start or 0),
+                    int(sl.stop if sl.stop is not None else len(index)),
+                )
             spans = sorted(ranges.values())
             for (a0, a1), (b0, _) in zip(spans, spans[1:], strict=False):
                 if b0 < a1:
-                    raise SchemaError(f"split label ranges overlap along {dim!r}: {parts}.")
+                    raise SchemaError(
+                        f"split label ranges overlap along {dim!r}: {parts}."
+                    )
         else:
             ranges = split_ranges(self.ds.sizes[dim], parts, gap)  # type: ignore[arg-type]
         return {
@@ -583,7 +618,9 @@ class BatchGenerator:
         h = hashlib.sha256()
         h.update(self.schema.to_json().encode())
         h.update(source_fingerprint(self.ds).encode())
-        h.update(json.dumps(self.sampler.to_dict(), sort_keys=True, default=str).encode())
+        h.update(
+            json.dumps(self.sampler.to_dict(), sort_keys=True, default=str).encode()
+        )
         if self._valid is not None:
             h.update(self._valid.tobytes())
         return h.hexdigest()[:16]
@@ -597,7 +634,9 @@ class BatchGenerator:
             "seed": self.seed,
             "epoch": self.epoch,
             "position": self._position,
-            "shard": None if shard is None else [shard.rank, shard.world_size, shard.even],
+            "shard": None
+            if shard is None
+            else [shard.rank, shard.world_size, shard.even],
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -675,9 +714,17 @@ def source_fingerprint(ds: Batch) -> str:
         h.update(f"{name}|{var.dims}|{var.shape}|{var.dtype}".encode())
     for name, index in sorted(data.indexes.items(), key=lambda kv: str(kv[0])):
         values = np.asarray(index.values)
-        sample = values if values.size <= 4096 else values[np.linspace(0, values.size - 1, 4096).astype(int)]
+        sample = (
+            values
+            if values.size <= 4096
+            else values[np.linspace(0, values.size - 1, 4096).astype(int)]
+        )
         h.update(str(name).encode())
-        h.update(np.ascontiguousarray(sample).astype(str).tobytes() if sample.dtype == object else np.ascontiguousarray(sample).tobytes())
+        h.update(
+            np.ascontiguousarray(sample).astype(str).tobytes()
+            if sample.dtype == object
+            else np.ascontiguousarray(sample).tobytes()
+        )
     src = ds.encoding.get("source")
     if src:
         h.update(str(src).encode())

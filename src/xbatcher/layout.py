@@ -71,11 +71,16 @@ def plan_layout(
         )
     # window and concat: leading window axis, then the variable's dims
     full = ["input_batch", *var_dims] if mode == "concat" else list(var_dims)
-    names = {d: (input_name(d) if mode == "concat" and d in input_dims else d) for d in var_dims}
+    names = {
+        d: (input_name(d) if mode == "concat" and d in input_dims else d)
+        for d in var_dims
+    }
     stacked = stack_dims(schema, ds_dims)
     squeeze = () if mode == "concat" else (0,)
     if len(stacked) < 2:
-        out = tuple(["input_batch"] if mode == "concat" else []) + tuple(names[d] for d in var_dims)
+        out = tuple(["input_batch"] if mode == "concat" else []) + tuple(
+            names[d] for d in var_dims
+        )
         return VarLayout(var_dims, out, squeeze, tuple(range(len(full))), 0, True)
     # stacked layout: (sample, *input dims in input_dims order)
     present = [d for d in stacked if d in full]
@@ -142,8 +147,12 @@ class XarrayBuilder:
                 {c: self.template[c].variable.load() for c in unsliced_lazy}
             )
         self.coord_meta = {c: (ds[c].dims, dict(ds[c].attrs)) for c in self.coord_names}
-        self.shared_template = self.template.drop_vars(self.windowed_coords + self.block_coords)
-        self.block_dims = [d for d in schema.sliced_dims if d not in input_dims or mode == "window"]
+        self.shared_template = self.template.drop_vars(
+            self.windowed_coords + self.block_coords
+        )
+        self.block_dims = [
+            d for d in schema.sliced_dims if d not in input_dims or mode == "window"
+        ]
         self._sliced = sliced
 
     def build(
@@ -177,12 +186,17 @@ class XarrayBuilder:
             for name in self.windowed_coords:
                 dims, attrs = self.coord_meta[name]
                 lay = plan_layout(schema, self.ds_dims, dims)
-                variables[name] = xr.Variable(lay.out_dims, layout_array(coord_arrays[name], lay), attrs)
+                variables[name] = xr.Variable(
+                    lay.out_dims, layout_array(coord_arrays[name], lay), attrs
+                )
             variables["sample"] = xr.Variable("sample", units)
         elif mode == "concat":
             for name in self.windowed_coords:
                 dims, attrs = self.coord_meta[name]
-                out_dims = ("input_batch", *(input_name(d) if d in input_dims else d for d in dims))
+                out_dims = (
+                    "input_batch",
+                    *(input_name(d) if d in input_dims else d for d in dims),
+                )
                 variables[name] = xr.Variable(out_dims, coord_arrays[name], attrs)
         for name in self.block_coords:
             dims, attrs = self.coord_meta[name]
@@ -194,7 +208,10 @@ class XarrayBuilder:
                 lay = plan_layout(schema, self.ds_dims, dims)
                 data[name] = xr.Variable(lay.out_dims, layout_array(a, lay), attrs)
             elif mode == "concat":
-                out_dims = ("input_batch", *(input_name(d) if d in input_dims else d for d in dims))
+                out_dims = (
+                    "input_batch",
+                    *(input_name(d) if d in input_dims else d for d in dims),
+                )
                 data[name] = xr.Variable(out_dims, a, attrs)
             else:
                 data[name] = xr.Variable(dims, a[0], attrs)

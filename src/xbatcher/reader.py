@@ -16,6 +16,7 @@ import math
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable, Iterable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,7 +53,9 @@ def parse_bytes(value: int | str, what: str = "block_cache_bytes") -> int:
     (268435456, 1500000000, 0)
     """
     if isinstance(value, bool):
-        raise SchemaError(f"{what} must be a byte count like 2**28 or '256MiB'; got {value!r}.")
+        raise SchemaError(
+            f"{what} must be a byte count like 2**28 or '256MiB'; got {value!r}."
+        )
     if isinstance(value, int | np.integer):
         n = int(value)
     elif isinstance(value, str):
@@ -66,7 +69,9 @@ def parse_bytes(value: int | str, what: str = "block_cache_bytes") -> int:
             )
         n = int(float(num) * _UNITS[unit])
     else:
-        raise SchemaError(f"{what} must be an int or a string like '256MiB'; got {value!r}.")
+        raise SchemaError(
+            f"{what} must be an int or a string like '256MiB'; got {value!r}."
+        )
     if n < 0:
         raise SchemaError(f"{what} must be >= 0; got {value!r}.")
     return n
@@ -94,6 +99,7 @@ class BlockCache:
         self._data: OrderedDict[Hashable, NDArray[Any]] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
+        self._inflight: dict[Hashable, Future[NDArray[Any]]] = {}
         self.hits = 0
         self.misses = 0
         self.evictions = 0
@@ -109,9 +115,42 @@ class BlockCache:
             self.hits += 1
             return value
 
+    def claim(
+        self, key: Hashable
+    ) -> tuple[NDArray[Any] | None, Future[NDArray[Any]] | None]:
+        """Look ``key`` up for a reader that will load it on a miss.
+
+        Returns ``(value, None)`` on a hit, ``(None, None)`` when the caller must load
+        the value and :meth:`put` it (or :meth:`fail`), and ``(None, future)`` when
+        another thread is already loading it.
+        """
+        with self._lock:
+            value = self._data.get(key)
+            if value is not None:
+                self._data.move_to_end(key)
+                self.hits += 1
+                return value, None
+            pending = self._inflight.get(key)
+            if pending is not None:
+                self.hits += 1
+                return None, pending
+            self.misses += 1
+            self._inflight[key] = Future()
+            return None, None
+
+    def fail(self, key: Hashable, error: BaseException) -> None:
+        """Report that loading ``key`` failed; threads waiting on it get the error."""
+        with self._lock:
+            pending = self._inflight.pop(key, None)
+        if pending is not None:
+            pending.set_exception(error)
+
     def put(self, key: Hashable, value: NDArray[Any]) -> None:
         with self._lock:
+            pending = self._inflight.pop(key, None)
             self.loaded_bytes += value.nbytes
+            if pending is not None:
+                pending.set_result(value)
             if key in self._data or value.nbytes > self.max_bytes:
                 return
             self._data[key] = value
@@ -167,7 +206,10 @@ class Source:
 
     def chunk_region(self, cid: tuple[int, ...]) -> tuple[slice, ...]:
         assert self.bounds is not None
-        return tuple(slice(int(b[i]), int(b[i + 1])) for b, i in zip(self.bounds, cid, strict=True))
+        return tuple(
+            slice(int(b[i]), int(b[i + 1]))
+            for b, i in zip(self.bounds, cid, strict=True)
+        )
 
     @property
     def nchunks(self) -> tuple[int, ...]:
@@ -179,7 +221,9 @@ class Source:
         """Bytes of the largest chunk (the whole array when not chunked)."""
         if self.bounds is None:
             return math.prod(self.shape) * self.dtype.itemsize
-        return math.prod(int(np.diff(b).max()) for b in self.bounds) * self.dtype.itemsize
+        return (
+            math.prod(int(np.diff(b).max()) for b in self.bounds) * self.dtype.itemsize
+        )
 
 
 class InMemorySource(Source):
@@ -199,7 +243,11 @@ class InMemorySource(Source):
     def windows_view(self, lengths: tuple[int, ...]) -> NDArray[Any]:
         view = self._views.get(lengths)
         if view is None:
-            view = sliding_window_view(self.array, lengths) if self.array.ndim else self.array
+            view = (
+                sliding_window_view(self.array, lengths)
+                if self.array.ndim
+                else self.array
+            )
             self._views[lengths] = view
         return view
 
@@ -218,10 +266,10 @@ class DaskSource(Source):
         return np.asarray(self.array[region].compute())
 
     def read_chunks(self, chunk_ids: Sequence[tuple[int, ...]]) -> list[NDArray[Any]]:
-        import dask
+        from dask.base import compute
 
         blocks = [self.array.blocks[c] for c in chunk_ids]
-        return [np.asarray(b) for b in dask.compute(*blocks)]
+        return [np.asarray(b) for b in compute(*blocks)]  # type: ignore[no-untyped-call]
 
 
 class LazySource(Source):
@@ -290,7 +338,9 @@ class WindowRequest:
     count: int
 
 
-def gather(source: Source, request: WindowRequest, cache: BlockCache | None) -> NDArray[Any]:
+def gather(
+    source: Source, request: WindowRequest, cache: BlockCache | None
+) -> NDArray[Any]:
     """Copy the requested windows out of ``source`` into a new contiguous array.
 
     Returns an array of shape ``(request.count, *request.lengths)``.
@@ -310,7 +360,10 @@ def _gather_array(
     if array.ndim == 0:
         return np.broadcast_to(array, (count,)).copy()
     if count == 1:
-        region = tuple(slice(int(s[0]), int(s[0]) + n) for s, n in zip(starts, lengths, strict=True))
+        region = tuple(
+            slice(int(s[0]), int(s[0]) + n)
+            for s, n in zip(starts, lengths, strict=True)
+        )
         return array[region][np.newaxis].copy()
     window_bytes = math.prod(lengths) * array.itemsize
     if window_bytes >= 16384:
@@ -318,7 +371,9 @@ def _gather_array(
         out = np.empty((count, *lengths), dtype=array.dtype)
         cols = [s.tolist() for s in starts]
         for i, ss in enumerate(zip(*cols, strict=True)):
-            out[i] = array[tuple(slice(s, s + n) for s, n in zip(ss, lengths, strict=True))]
+            out[i] = array[
+                tuple(slice(s, s + n) for s, n in zip(ss, lengths, strict=True))
+            ]
         return out
     view = (
         source.windows_view(lengths)
@@ -330,17 +385,25 @@ def _gather_array(
 
 def _plan_chunked(
     source: Source, request: WindowRequest
-) -> tuple[list[tuple[NDArray[np.intp], tuple[int, ...], tuple[int, ...]]], list[tuple[int, ...]]]:
+) -> tuple[
+    list[tuple[NDArray[np.intp], tuple[int, ...], tuple[int, ...]]],
+    list[tuple[int, ...]],
+]:
     """Group windows by the chunk they start in; list the chunks the request needs."""
     assert source.bounds is not None
     starts, lengths = request.starts, request.lengths
     bounds = source.bounds
-    c_lo = [np.searchsorted(b, s, side="right") - 1 for b, s in zip(bounds, starts, strict=True)]
+    c_lo = [
+        np.searchsorted(b, s, side="right") - 1
+        for b, s in zip(bounds, starts, strict=True)
+    ]
     c_hi = [
         np.searchsorted(b, s + (n - 1), side="right") - 1
         for b, s, n in zip(bounds, starts, lengths, strict=True)
     ]
-    keys = np.ravel_multi_index(c_lo, source.nchunks) if starts else np.zeros(1, np.int64)
+    keys = (
+        np.ravel_multi_index(c_lo, source.nchunks) if starts else np.zeros(1, np.int64)
+    )
     order = np.argsort(keys, kind="stable")
     cuts = np.flatnonzero(np.diff(keys[order])) + 1
     plans = []
@@ -349,7 +412,9 @@ def _plan_chunked(
         lo = tuple(int(c[idx[0]]) for c in c_lo)
         hi = tuple(int(c[idx].max()) for c in c_hi)
         plans.append((idx, lo, hi))
-        for cid in itertools.product(*(range(a, b + 1) for a, b in zip(lo, hi, strict=True))):
+        for cid in itertools.product(
+            *(range(a, b + 1) for a, b in zip(lo, hi, strict=True))
+        ):
             needed[cid] = None
     return plans, list(needed)
 
@@ -407,8 +472,12 @@ def _assemble(
 ) -> NDArray[Any]:
     """Copy the region ``[start, stop)`` out of the chunks that cover it."""
     assert source.bounds is not None
-    region = np.empty([b - a for a, b in zip(start, stop, strict=True)], dtype=source.dtype)
-    for cid in itertools.product(*(range(a, b + 1) for a, b in zip(lo, hi, strict=True))):
+    region = np.empty(
+        [b - a for a, b in zip(start, stop, strict=True)], dtype=source.dtype
+    )
+    for cid in itertools.product(
+        *(range(a, b + 1) for a, b in zip(lo, hi, strict=True))
+    ):
         src_sel, dst_sel = [], []
         for b, c, a, z in zip(source.bounds, cid, start, stop, strict=True):
             c0, c1 = int(b[c]), int(b[c + 1])
@@ -425,19 +494,34 @@ def _assemble(
 def _fetch_chunks(
     source: Source, chunk_ids: Iterable[tuple[int, ...]], cache: BlockCache | None
 ) -> dict[tuple[int, ...], NDArray[Any]]:
+    """Chunks from the cache; missing ones are read once even when two threads (the
+    prefetcher and the consumer) ask for them at the same time."""
     found: dict[tuple[int, ...], NDArray[Any]] = {}
-    missing = []
+    if cache is None:
+        ids = list(chunk_ids)
+        return dict(zip(ids, source.read_chunks(ids), strict=True))
+    mine: list[tuple[int, ...]] = []
+    waiting: list[tuple[tuple[int, ...], Future[NDArray[Any]]]] = []
     for cid in chunk_ids:
-        hit = cache.get((source.key, cid)) if cache is not None else None
-        if hit is None:
-            missing.append(cid)
-        else:
+        hit, future = cache.claim((source.key, cid))
+        if hit is not None:
             found[cid] = hit
-    if missing:
-        for cid, block in zip(missing, source.read_chunks(missing), strict=True):
+        elif future is None:
+            mine.append(cid)
+        else:
+            waiting.append((cid, future))
+    if mine:
+        try:
+            blocks = source.read_chunks(mine)
+        except BaseException as err:
+            for cid in mine:
+                cache.fail((source.key, cid), err)
+            raise
+        for cid, block in zip(mine, blocks, strict=True):
             found[cid] = block
-            if cache is not None:
-                cache.put((source.key, cid), block)
+            cache.put((source.key, cid), block)
+    for cid, future in waiting:
+        found[cid] = future.result()
     return found
 
 

@@ -55,7 +55,11 @@ _U30 = np.uint64(30)
 _U27 = np.uint64(27)
 _U31 = np.uint64(31)
 _U11 = np.uint64(11)
-_FEISTEL_ROUNDS = 4  # Luby-Rackoff: 4 rounds of a strong round function
+# Feistel rounds by half width h (domain 4**h). Four rounds of a strong round function
+# suffice on large domains (Luby-Rackoff); tiny domains need more to look uniform.
+_ROUND_SCHEDULE = ((2, 12), (4, 8), (8, 6))
+_MAX_ROUNDS = 12
+_MIN_ROUNDS = 4
 _MAX_INT64 = (1 << 63) - 1
 
 
@@ -232,8 +236,16 @@ def _half_bits(n: int) -> int:
     return max(1, ((n - 1).bit_length() + 1) // 2)
 
 
-def _round_keys(key: int) -> list[int]:
-    return [_step_int(key, r + 1) for r in range(_FEISTEL_ROUNDS)]
+def _rounds(half: int) -> int:
+    """Number of Feistel rounds on a domain of ``4**half`` values."""
+    for max_half, rounds in _ROUND_SCHEDULE:
+        if half <= max_half:
+            return rounds
+    return _MIN_ROUNDS
+
+
+def _round_keys(key: int, rounds: int) -> list[int]:
+    return [_step_int(key, r + 1) for r in range(rounds)]
 
 
 def _feistel(
@@ -377,11 +389,12 @@ def permute(n: int, key: int, positions: ArrayLike) -> NDArray[np.int64]:
     flat = pos.reshape(-1).astype(np.uint64)
     if flat.size == 0:
         return pos.astype(np.int64)
-    rkeys = [np.array([rk], dtype=np.uint64) for rk in _round_keys(key)]
+    half = _half_bits(n)
+    rkeys = [np.array([k], dtype=np.uint64) for k in _round_keys(key, _rounds(half))]
     out = _permute_core(
         flat,
         np.array([n], dtype=np.uint64),
-        np.array([_half_bits(n)], dtype=np.uint64),
+        np.array([half], dtype=np.uint64),
         rkeys,
     )
     return out.astype(np.int64).reshape(pos.shape)
@@ -807,7 +820,8 @@ class _BlockPlan:
     seq_offsets: NDArray[np.int64]  # start of each permuted group in the epoch
     pool_offsets: NDArray[np.int64]  # start of each pool, plus the end
     pool_half: NDArray[np.uint64]  # Feistel half width per pool
-    pool_rkeys: list[NDArray[np.uint64]]  # Feistel round keys per pool
+    pool_rounds: NDArray[np.int64]  # Feistel rounds per pool
+    pool_rkeys: list[NDArray[np.uint64]]  # Feistel round keys per pool (max rounds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -890,7 +904,7 @@ class BlockShuffleSampler(Sampler):
         )
         rkeys = [
             _step(pool_key, np.full(pool_sizes.size, k + 1, dtype=np.uint64))
-            for k in range(_FEISTEL_ROUNDS)
+            for k in range(_MAX_ROUNDS)
         ]
         plan = _BlockPlan(
             groups=groups,
@@ -898,6 +912,7 @@ class BlockShuffleSampler(Sampler):
             seq_offsets=seq_offsets,
             pool_offsets=pool_offsets,
             pool_half=pool_half.astype(np.uint64),
+            pool_rounds=np.array([_rounds(int(h)) for h in pool_half], dtype=np.int64),
             pool_rkeys=rkeys,
         )
         # Keep the two most recent plans (current epoch and, e.g., a prefetched next).
@@ -932,12 +947,19 @@ class BlockShuffleSampler(Sampler):
         pool = np.searchsorted(plan.pool_offsets, flat, side="right") - 1
         start = plan.pool_offsets[pool]
         size = plan.pool_offsets[pool + 1] - start
-        local = _permute_core(
-            (flat - start).astype(np.uint64),
-            size.astype(np.uint64),
-            plan.pool_half[pool],
-            [rk[pool] for rk in plan.pool_rkeys],
-        )
+        # Within pool p the order is permute(size_p, derive_key(seed, e, 1, p), .),
+        # evaluated for all positions at once (one call per distinct round count).
+        local = (flat - start).astype(np.uint64)
+        rounds = plan.pool_rounds[pool]
+        for r in np.unique(rounds).tolist():
+            sel = np.flatnonzero(rounds == r)
+            pools = pool[sel]
+            local[sel] = _permute_core(
+                local[sel],
+                size[sel].astype(np.uint64),
+                plan.pool_half[pools],
+                [rk[pools] for rk in plan.pool_rkeys[:r]],
+            )
         seq = start + local.astype(np.int64)
         k = np.searchsorted(plan.seq_offsets, seq, side="right") - 1
         g = plan.group_perm[k]

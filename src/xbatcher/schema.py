@@ -52,7 +52,7 @@ def _as_pairs(
             f"{mapping!r}. Example: {what}={{'lat': 32}}."
         )
     return tuple(
-        (dim, int(value) if isinstance(value, np.integer) else value)
+        (dim, int(value) if isinstance(value, np.integer) else value)  # type: ignore[redundant-expr, unreachable, unused-ignore]
         for dim, value in mapping.items()
     )
 
@@ -522,7 +522,7 @@ def _dim_to_json(dim: Hashable) -> Any:
 
 
 def _dim_from_json(dim: Any) -> Hashable:
-    return tuple(dim) if isinstance(dim, list) else dim  # type: ignore[no-any-return]
+    return tuple(dim) if isinstance(dim, list) else dim
 
 
 def _normalise(

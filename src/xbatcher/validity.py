@@ -30,8 +30,8 @@ def _window_counts(bad: xr.DataArray, schema: BatchSchema) -> xr.DataArray:
         k = np.arange(w.n_windows, dtype=np.int64)
         ends = w.starts(k) + w.window - 1
         summed = counts.rolling({w.dim: w.window}).sum() if w.window > 1 else counts
-        counts = summed.isel({w.dim: xr.DataArray(ends, dims=w.dim)}).drop_vars(
-            w.dim, errors="ignore"
+        counts = summed.isel({w.dim: xr.DataArray(ends, dims=(w.dim,))}).drop_vars(
+            [w.dim], errors="ignore"
         )
     return counts
 
@@ -66,7 +66,9 @@ def valid_samples(
         if extra:
             raise SchemaError(f"mask has dims {extra} that the data does not have.")
         bad_parts.append(~m)
-    grid_dims: list[Hashable] = [d for d, _ in schema.unsliced] + list(schema.sliced_dims)
+    grid_dims: list[Hashable] = [d for d, _ in schema.unsliced] + list(
+        schema.sliced_dims
+    )
     total: xr.DataArray | None = None
     for bad in bad_parts:
         counts = _window_counts(bad, schema)
@@ -110,5 +112,9 @@ def chunk_labels(
     ids = []
     for d, b in zip(dims, src.bounds, strict=True):
         s = starts.get(d)
-        ids.append(np.zeros(n, np.int64) if s is None else np.searchsorted(b, s, side="right") - 1)
+        ids.append(
+            np.zeros(n, np.int64)
+            if s is None
+            else np.searchsorted(b, s, side="right") - 1
+        )
     return np.ravel_multi_index(ids, src.nchunks).astype(np.int64)
