@@ -348,3 +348,42 @@ def test_bad_sampling_arguments():
     with pytest.raises(StateError, match="shard"):
         g = xb.BatchGenerator(da, {"y": 3}, batch_size=2)
         g.shard(0, 2).load_state_dict(g.state_dict())
+
+
+def test_shuffled_epoch_over_a_billion_samples_starts_fast_and_small():
+    import time
+    import tracemalloc
+
+    import dask.array as dsa
+
+    big = xr.DataArray(
+        dsa.zeros((10**6, 10**4), dtype="float32", chunks=(1000, 1000)), dims=("time", "x")
+    )
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    g = xb.BatchGenerator(big, {"x": 10}, batch_size=64, shuffle=True, seed=0)
+    units = g.batch_units(0)
+    elapsed = time.perf_counter() - t0
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert g.n_units == 10**9 and len(g) == -(-(10**9) // 64)
+    assert units.size == 64 and len(set(units.tolist())) == 64
+    assert units.min() >= 0 and units.max() < 10**9
+    assert elapsed < 1.0  # the target is 100 ms; loose bound for noisy CI machines
+    assert peak < 100 * 2**20
+    batch = g.arrays[len(g) - 1]  # the last (short) batch reads only what it needs
+    assert batch.shape == (10**9 - 64 * (len(g) - 1), 10)
+
+
+def test_randomness_report_orders():
+    da = make_da(nt=24, ny=8, nx=8).chunk(time=4)
+    reports = {
+        shuffle: xb.BatchGenerator(
+            da, {"y": 4, "x": 4}, batch_size=8, shuffle=shuffle, seed=0 if shuffle else None, resident_bytes=2 * 4 * 8 * 8 * 8
+        ).randomness_report()
+        for shuffle in (False, True, "chunks")
+    }
+    assert reports[False]["max_groups_per_batch"] == 1
+    assert reports["chunks"]["max_groups_per_batch"] <= 2
+    assert reports[True]["mean_groups_per_batch"] > reports["chunks"]["mean_groups_per_batch"]
+    assert reports[True]["chunks_in_source"] == 6

@@ -517,6 +517,42 @@ class BatchGenerator:
         self._position = 0
         self._resume_at = 0
 
+    def batch_units(self, idx: int) -> NDArray[np.int64]:
+        """Unit numbers (samples with ``batch_size``, else batches) of batch ``idx``
+        in the current epoch's order, as the sampler and shard give them."""
+        i = self._check_index(idx)
+        return self._batch_units(i, i + 1)[0]
+
+    def randomness_report(self, max_batches: int | None = 1000) -> dict[str, float]:
+        """How many distinct storage chunks each batch of this epoch draws from.
+
+        A sequential order draws from one or two chunks per batch, a full shuffle
+        from up to ``batch_size``; the chunk-aware shuffle lies in between (at most
+        the chunks of one pool). Inspects the first ``max_batches`` batches (all when
+        None); reads no data.
+
+        Examples
+        --------
+        >>> import numpy as np, xarray as xr, xbatcher as xb
+        >>> da = xr.DataArray(np.zeros((40, 8)), dims=("time", "x")).chunk(time=10)
+        >>> seq = xb.BatchGenerator(da, {"x": 8}, batch_size=10)
+        >>> seq.randomness_report()["max_groups_per_batch"]
+        1.0
+        """
+        from .sampling import group_diversity
+        from .validity import chunk_labels
+
+        n = len(self) if max_batches is None else min(len(self), max_batches)
+        batches = self._batch_units(0, n) if n else []
+        flat = np.concatenate(batches) if batches else np.zeros(0, np.int64)
+        labels = chunk_labels(self.schema, self._sources, self._var_dims, flat)
+        local = np.split(np.arange(flat.size), np.cumsum([b.size for b in batches])[:-1])
+        report = group_diversity(local, labels) if batches else group_diversity([], labels)
+        report["chunks_in_source"] = float(
+            max((math.prod(s.nchunks) for s in self._sources.values() if s.bounds is not None), default=1)
+        )
+        return report
+
     # ------------------------------------------------------------------ shards, splits
     def shard(
         self, rank: int, world_size: int, even: Literal["pad", "drop"] = "pad"

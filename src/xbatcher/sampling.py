@@ -695,7 +695,7 @@ class RandomSampler(Sampler):
 
     num_samples: int | None = None
     replacement: bool = True
-    weights: NDArray[np.float64] | None = field(default=None, compare=False)
+    weights: ArrayLike | None = field(default=None, compare=False)
     seed: int | None = None
     _weights_digest: str | None = field(default=None, init=False, repr=False)
     _cdf: NDArray[np.float64] | None = field(
@@ -916,8 +916,8 @@ class BlockShuffleSampler(Sampler):
             pool_rkeys=rkeys,
         )
         # Keep the two most recent plans (current epoch and, e.g., a prefetched next).
-        while len(self._plans) >= 2:
-            self._plans.pop(next(iter(self._plans)), None)
+        for old in list(self._plans)[:-1]:
+            self._plans.pop(old, None)
         self._plans[cache_key] = plan
         return plan
 

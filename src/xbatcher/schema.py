@@ -80,7 +80,7 @@ class DimWindows:
     --------
     >>> w = DimWindows("x", size=10, window=4, stride=3, group=1, keep_remainder=True)
     >>> w.n_windows, w.starts(np.arange(w.n_windows)).tolist()
-    (4, [0, 3, 6, 6])
+    (3, [0, 3, 6])
     >>> DimWindows("x", 11, 4, 3, 1, True).starts(np.arange(4)).tolist()
     [0, 3, 6, 7]
     """

@@ -88,19 +88,22 @@ def chunk_labels(
     schema: BatchSchema,
     sources: Mapping[Hashable, Source],
     var_dims: Mapping[Hashable, tuple[Hashable, ...]],
+    units: NDArray[np.int64] | None = None,
 ) -> NDArray[np.int64]:
     """Storage chunk (as one int) in which each unit's first window starts.
 
     Uses the first chunked data variable; all units get label 0 for in-memory data.
+    ``units`` defaults to every unit of the schema.
     """
-    n = schema.n_units
+    if units is None:
+        units = np.arange(schema.n_units, dtype=np.int64)
+    n = int(units.size)
     name = next((k for k, s in sources.items() if s.bounds is not None), None)
     if name is None:
         return np.zeros(n, dtype=np.int64)
     src = sources[name]
     assert src.bounds is not None
     dims = var_dims[name]
-    units = np.arange(n, dtype=np.int64)
     windows = schema.unit_windows(units) if schema.mode != "concat" else None
     if windows is None:  # concat: label a batch by its first window
         counts = schema.unit_window_counts(units)
