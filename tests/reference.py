@@ -170,8 +170,8 @@ def reference_samples(
     sliced dims (sliced-dims order, one window each).
     """
     slices = _dim_slices(ds, input_dims, input_overlap, batch_dims, keep_remainder)
-    options: dict[Hashable, list[Any]] = dict(slices)
-    options.update({d: list(range(n)) for d, n in ds.sizes.items() if d not in slices})
+    options: dict[Hashable, list[Any]] = {d: list(range(n)) for d, n in ds.sizes.items() if d not in slices}
+    options.update(slices)
     dims = list(options)
     return [dict(zip(dims, combo, strict=True)) for combo in itertools.product(*options.values())]
 
