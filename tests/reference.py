@@ -31,7 +31,9 @@ def sliced_dims(
     return [d for d in batch_dims if d not in input_dims] + list(input_dims)
 
 
-def window_starts(length: int, window: int, overlap: int, keep_remainder: bool) -> list[int]:
+def window_starts(
+    length: int, window: int, overlap: int, keep_remainder: bool
+) -> list[int]:
     """Starts ``0, s, 2s, ...`` of the windows that fit; plus ``L - w`` if asked."""
     stride = window - overlap
     starts = list(range(0, length - window + 1, stride))
@@ -72,7 +74,10 @@ def reference_windows(
     slices = _dim_slices(ds, input_dims, input_overlap, batch_dims, keep_remainder)
     dims = list(slices)
     if not concat_input_dims:
-        return [[dict(zip(dims, combo, strict=True))] for combo in itertools.product(*slices.values())]
+        return [
+            [dict(zip(dims, combo, strict=True))]
+            for combo in itertools.product(*slices.values())
+        ]
 
     # concat mode: group consecutive windows along each sliced dim
     groups_per_dim = []
@@ -91,7 +96,10 @@ def reference_windows(
         groups_per_dim.append(groups)
     batches = []
     for group_combo in itertools.product(*groups_per_dim):
-        windows = [dict(zip(dims, combo, strict=True)) for combo in itertools.product(*group_combo)]
+        windows = [
+            dict(zip(dims, combo, strict=True))
+            for combo in itertools.product(*group_combo)
+        ]
         batches.append(windows)
     return batches
 
@@ -115,14 +123,21 @@ def _concat(pieces: list[XarrayObj], dim: str, coords: list[Hashable]) -> Xarray
     )
 
 
-def _stack_or_keep(obj: XarrayObj, first: list[Hashable], last: list[Hashable]) -> XarrayObj:
+def _stack_or_keep(
+    obj: XarrayObj, first: list[Hashable], last: list[Hashable]
+) -> XarrayObj:
     """Stack ``first`` into ``sample`` if 2+ dims, then order dims ``(sample, *last)``."""
     if len(first) >= 2:
         return obj.stack(sample=first, create_index=True).transpose("sample", *last)
     return obj
 
 
-def reference_batch(ds: XarrayObj, windows: list[Selector], input_dims: Mapping[Hashable, int], concat_input_dims: bool) -> XarrayObj:
+def reference_batch(
+    ds: XarrayObj,
+    windows: list[Selector],
+    input_dims: Mapping[Hashable, int],
+    concat_input_dims: bool,
+) -> XarrayObj:
     """Build one batch (0.4 layout) from its windows."""
     if not concat_input_dims:
         (window,) = windows
@@ -135,9 +150,13 @@ def reference_batch(ds: XarrayObj, windows: list[Selector], input_dims: Mapping[
     pieces = [_rename_to_input(ds.isel(w), list(input_dims)) for w in windows]
     # Coordinates that depend on an input dim get the input_batch dim; the others
     # are shared (and must be equal across the windows of a batch).
-    on_inputs = [name for name, c in pieces[0].coords.items() if set(c.dims) & set(new_inputs)]
+    on_inputs = [
+        name for name, c in pieces[0].coords.items() if set(c.dims) & set(new_inputs)
+    ]
     cat = _concat(pieces, "input_batch", on_inputs)
-    others = ["input_batch"] + [d for d in cat.dims if d not in new_inputs and d != "input_batch"]
+    others = ["input_batch"] + [
+        d for d in cat.dims if d not in new_inputs and d != "input_batch"
+    ]
     # Only input_batch besides the *_input dims: 0.4 keeps the concatenated object
     # as it is, i.e. (input_batch, *_input dims in the dataset's order).
     return _stack_or_keep(cat, others, new_inputs)
@@ -152,8 +171,13 @@ def reference_batches(
     keep_remainder: bool = False,
 ) -> list[XarrayObj]:
     """Every batch of the 0.4 layout (``batch_size=None``), in order."""
-    all_windows = reference_windows(ds, input_dims, input_overlap, batch_dims, concat_input_dims, keep_remainder)
-    return [reference_batch(ds, windows, input_dims, concat_input_dims) for windows in all_windows]
+    all_windows = reference_windows(
+        ds, input_dims, input_overlap, batch_dims, concat_input_dims, keep_remainder
+    )
+    return [
+        reference_batch(ds, windows, input_dims, concat_input_dims)
+        for windows in all_windows
+    ]
 
 
 # --------------------------------------------------------------------------- samples
@@ -170,13 +194,20 @@ def reference_samples(
     sliced dims (sliced-dims order, one window each).
     """
     slices = _dim_slices(ds, input_dims, input_overlap, batch_dims, keep_remainder)
-    options: dict[Hashable, list[Any]] = {d: list(range(n)) for d, n in ds.sizes.items() if d not in slices}
+    options: dict[Hashable, list[Any]] = {
+        d: list(range(n)) for d, n in ds.sizes.items() if d not in slices
+    }
     options.update(slices)
     dims = list(options)
-    return [dict(zip(dims, combo, strict=True)) for combo in itertools.product(*options.values())]
+    return [
+        dict(zip(dims, combo, strict=True))
+        for combo in itertools.product(*options.values())
+    ]
 
 
-def reference_sample_batch(ds: XarrayObj, selectors: list[Selector], numbers: list[int]) -> XarrayObj:
+def reference_sample_batch(
+    ds: XarrayObj, selectors: list[Selector], numbers: list[int]
+) -> XarrayObj:
     """Stack the given samples (global numbers ``numbers``) along ``sample``.
 
     Layout ``("sample", *[d_input for d in sliced dims])``: each sliced dim's index
@@ -203,7 +234,9 @@ def reference_sample_batches(
     drop_last: bool = False,
 ) -> list[XarrayObj]:
     """Every batch of ``batch_size`` mode, in sequential order."""
-    samples = reference_samples(ds, input_dims, input_overlap, batch_dims, keep_remainder)
+    samples = reference_samples(
+        ds, input_dims, input_overlap, batch_dims, keep_remainder
+    )
     out = []
     for lo in range(0, len(samples), batch_size):
         chunk = samples[lo : lo + batch_size]

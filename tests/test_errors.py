@@ -34,15 +34,12 @@ def check_message(
 
 
 def test_error_hierarchy() -> None:
-    assert issubclass(SchemaError, ValueError) and issubclass(
-        SchemaError, XbatcherError
-    )
-    assert issubclass(DimensionError, KeyError) and issubclass(
-        DimensionError, XbatcherError
-    )
-    assert issubclass(InputTypeError, TypeError) and issubclass(
-        InputTypeError, XbatcherError
-    )
+    assert issubclass(SchemaError, ValueError)
+    assert issubclass(SchemaError, XbatcherError)
+    assert issubclass(DimensionError, KeyError)
+    assert issubclass(DimensionError, XbatcherError)
+    assert issubclass(InputTypeError, TypeError)
+    assert issubclass(InputTypeError, XbatcherError)
 
 
 # --------------------------------------------------------------------------- dims

@@ -392,7 +392,8 @@ def test_sample_mode_drop_last() -> None:
     n_samples = 72
     keep = xb.BatchGenerator(da, **params, batch_size=10)
     drop = xb.BatchGenerator(da, **params, batch_size=10, drop_last=True)
-    assert len(keep) == 8 and len(drop) == 7
+    assert len(keep) == 8
+    assert len(drop) == 7
     assert keep[-1].sizes["sample"] == n_samples - 70
     xr.testing.assert_identical(drop[-1], keep[6])
     with pytest.raises(IndexError):
@@ -600,7 +601,8 @@ def test_keep_remainder_covers_last_points() -> None:
     da = make_dataarray()  # lon has 12 points; windows of 5 at 0, 5 and (remainder) 7
     default = xb.BatchGenerator(da, input_dims={"lon": 5})
     keep = xb.BatchGenerator(da, input_dims={"lon": 5}, keep_remainder=True)
-    assert len(default) == 2 and len(keep) == 3
+    assert len(default) == 2
+    assert len(keep) == 3
     covered = np.unique(np.concatenate([b["lon"].values for b in keep]))
     np.testing.assert_array_equal(covered, da["lon"].values)
     xr.testing.assert_identical(
@@ -666,7 +668,8 @@ def test_04_layout_one_extra_dim_keeps_dataset_order() -> None:
     # batch_dims time=2 adds `time` in front of the sliced dims: 5 x 3 x 4 = 60 batches
     bgen = xb.BatchGenerator(da, input_dims={"x": 10, "y": 5}, batch_dims={"time": 2})
     assert len(bgen) == 60
-    assert bgen[13].dims == ("time", "y", "x") and bgen[13].shape == (2, 5, 10)
+    assert bgen[13].dims == ("time", "y", "x")
+    assert bgen[13].shape == (2, 5, 10)
     xr.testing.assert_identical(
         bgen[13], da.isel(time=slice(2, 4), x=slice(0, 10), y=slice(5, 10))
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import pickle
 import time
@@ -198,10 +199,10 @@ def test_permute_keeps_shape_and_accepts_lists() -> None:
 
 
 def test_permute_looks_uniform_on_small_domains() -> None:
-    # Position 0 of a permutation of 5 over 5000 keys: each value ~1000 times.
-    firsts = np.array([permute(5, derive_key(1, k), [0])[0] for k in range(5000)])
+    # Position 0 of a permutation of 5 over 2000 keys: each value ~400 times.
+    firsts = np.array([permute(5, derive_key(1, k), [0])[0] for k in range(2000)])
     counts = np.bincount(firsts, minlength=5)
-    chi2 = float(((counts - 1000.0) ** 2 / 1000.0).sum())
+    chi2 = float(((counts - 400.0) ** 2 / 400.0).sum())
     assert chi2 < 30, counts  # 4 dof: p < 1e-5
 
 
@@ -211,7 +212,7 @@ def test_permute_fast() -> None:
     start = time.perf_counter()
     out = permute(4**10 + 1, 1, pos)  # worst case: domain ~4x n
     elapsed = time.perf_counter() - start
-    assert np.unique(out).size == out.size
+    assert np.bincount(out).max() == 1
     assert elapsed < 0.5  # ~0.06 s on one core; generous for busy CI machines
 
 
@@ -305,11 +306,9 @@ def test_positions_addressable_anywhere(n: int, seed: int, data: st.DataObject) 
         ShuffleSampler(seed=seed),
         RandomSampler(seed=seed),
         RandomSampler(seed=seed, replacement=False),
-        RandomSampler(seed=seed, weights=np.arange(n) % 3),
+        RandomSampler(seed=seed, weights=(np.arange(n) + 1) % 3),
         BlockShuffleSampler(seed=seed, resident_groups=3),
     ]
-    if not (np.arange(n) % 3).any():
-        samplers.pop(4)  # all-zero weights
     for s in samplers:
         assert np.array_equal(
             s.units(n, 2, pos, groups), full_epoch(s, n, 2, groups)[pos]
@@ -606,10 +605,9 @@ def test_shards_pad_equal_lengths_complete(n: int, world: int) -> None:
     assert allpos.size == world * length
     assert set(allpos.tolist()) == set(range(n))  # complete
     assert ((allpos >= 0) & (allpos < max(n, 1))).all()
-    # Only the padding repeats, and it repeats the start of the epoch.
-    counts = np.bincount(allpos, minlength=n)
-    assert counts.sum() - n == world * length - n
-    assert (counts[: world * length - n] == 2).all() if n else True
+    # Only the padding repeats: it wraps around to the start of the epoch.
+    expected = np.arange(world * length) % n if n else np.arange(0)
+    assert np.array_equal(np.sort(allpos), np.sort(expected))
 
 
 @given(
@@ -683,7 +681,7 @@ def test_shard_errors() -> None:
         Shard(0, 4).global_positions(10, [3])
     with pytest.raises(InputTypeError, match=r"inner must be a Shard"):
         Shard(0, 1).then(3)  # type: ignore[arg-type]
-    assert Shard(np.int64(1), np.int64(2)).rank == 1
+    assert Shard(np.int64(1), np.int64(2)).rank == 1  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------------
@@ -701,20 +699,19 @@ def fractions() -> st.SearchStrategy[list[float]]:
 @FAST
 def test_split_ranges_fractions(size: int, fracs: list[float], gap: int) -> None:
     parts = {f"p{i}": f for i, f in enumerate(fracs)}
-    try:
-        out = split_ranges(size, parts, gap=gap)
-    except SchemaError as err:
-        assert "must cover at least one point" in str(
-            err
-        ) or "gap must leave points" in str(err)
+    usable = size - gap * (len(fracs) - 1)
+    bounds = [0] + [round(min(c, 1.0) * usable) for c in itertools.accumulate(fracs)]
+    if usable < 0 or any(b <= a for a, b in itertools.pairwise(bounds)):
+        with pytest.raises(SchemaError, match=r"at least one point|gap must leave"):
+            split_ranges(size, parts, gap=gap)
         return
+    out = split_ranges(size, parts, gap=gap)
     ranges = list(out.values())
     assert list(out) == list(parts)
-    usable = size - gap * (len(fracs) - 1)
     for (a, b), f in zip(ranges, fracs, strict=True):
         assert 0 <= a < b <= size
         assert abs((b - a) - f * usable) <= 1.0 + 1e-6  # rounding only
-    for (_, stop), (start, _) in zip(ranges, ranges[1:], strict=False):
+    for (_, stop), (start, _) in itertools.pairwise(ranges):
         assert start - stop == gap  # ordered, disjoint, gap respected
     if abs(sum(fracs) - 1.0) < 1e-12:
         assert ranges[-1][1] == size  # fractions summing to 1 tile the dimension
@@ -737,7 +734,7 @@ def test_split_ranges_counts(size: int, counts: list[int], gap: int) -> None:
     assert [b - a for a, b in ranges] == counts
     assert ranges[0][0] == 0
     assert all(b <= size for _, b in ranges)
-    for (_, stop), (start, _) in zip(ranges, ranges[1:], strict=False):
+    for (_, stop), (start, _) in itertools.pairwise(ranges):
         assert start - stop == gap
 
 

@@ -146,11 +146,10 @@ class BatchGenerator:
                 "ds is a Dataset without data variables; there is nothing to batch. "
                 "Pass a Dataset with at least one data variable."
             )
-        if cache is not None or cache_preprocess is not None:
-            raise NotImplementedError(
-                "batch caching (cache=, cache_preprocess=) is not available yet in this "
-                "version; remove the argument (source chunks are cached in memory "
-                "automatically, see block_cache_bytes)."
+        if cache_preprocess is not None and not callable(cache_preprocess):
+            raise InputTypeError(
+                f"cache_preprocess must be a callable taking and returning a batch; got "
+                f"{type(cache_preprocess).__name__}."
             )
         self.ds = ds
         self.cache = cache
@@ -193,6 +192,11 @@ class BatchGenerator:
                 )
             self._valid = valid_samples(data, self.schema, skip_nan=skip_nan, mask=mask)
         self.sampler = self._make_sampler(shuffle, seed, sampler, resident_bytes)
+        self._batch_cache = None
+        if cache is not None:
+            from .mapping_cache import MappingBatchCache
+
+            self._batch_cache = MappingBatchCache(cache, self._content_fingerprint())
         self._groups: UnitGroups | None = None
         self._shard: Shard | None = None
         self.epoch = 0
@@ -426,13 +430,30 @@ class BatchGenerator:
     def __getitem__(self, idx: int) -> Batch:
         i = self._check_index(idx)
         (units,) = self._batch_units(i, i + 1)
-        return self._xarray_for(units)
+        return self._cached_xarray_for(units)
+
+    def _cached_xarray_for(self, units: NDArray[np.int64]) -> Batch:
+        cache = self._batch_cache
+        if cache is None:
+            return self._xarray_for(units)
+        key = (
+            str(int(units[0]))
+            if units.size == 1
+            else "s-" + hashlib.sha256(units.tobytes()).hexdigest()[:20]
+        )
+        if key in cache:
+            return cache.get(key, self.preload_batch)
+        batch = self._xarray_for(units)
+        if self.cache_preprocess is not None:
+            batch = self.cache_preprocess(batch)
+        cache.put(key, batch)
+        return batch
 
     def __iter__(self) -> Iterator[Batch]:
         indices = self._epoch_indices()
         for first, batches in self._groups_of_batches(indices, self._group_size()):
             for j, units in enumerate(batches):
-                batch = self._xarray_for(units)
+                batch = self._cached_xarray_for(units)
                 self._position = first + j + 1
                 yield batch
         self._end_epoch()
@@ -546,10 +567,21 @@ class BatchGenerator:
         batches = self._batch_units(0, n) if n else []
         flat = np.concatenate(batches) if batches else np.zeros(0, np.int64)
         labels = chunk_labels(self.schema, self._sources, self._var_dims, flat)
-        local = np.split(np.arange(flat.size), np.cumsum([b.size for b in batches])[:-1])
-        report = group_diversity(local, labels) if batches else group_diversity([], labels)
+        local = np.split(
+            np.arange(flat.size), np.cumsum([b.size for b in batches])[:-1]
+        )
+        report = (
+            group_diversity(local, labels) if batches else group_diversity([], labels)
+        )
         report["chunks_in_source"] = float(
-            max((math.prod(s.nchunks) for s in self._sources.values() if s.bounds is not None), default=1)
+            max(
+                (
+                    math.prod(s.nchunks)
+                    for s in self._sources.values()
+                    if s.bounds is not None
+                ),
+                default=1,
+            )
         )
         return report
 
@@ -648,12 +680,20 @@ class BatchGenerator:
         )
 
     # ------------------------------------------------------------------ state
+    def _content_fingerprint(self) -> str:
+        """Hash of what a unit's batch holds: schema and source (not the order)."""
+        h = hashlib.sha256()
+        h.update(self.schema.to_json().encode())
+        h.update(source_fingerprint(self.ds).encode())
+        if self._valid is not None:
+            h.update(self._valid.tobytes())
+        return h.hexdigest()[:16]
+
     @property
     def fingerprint(self) -> str:
         """Hash of schema, source structure and coordinates, and sampler."""
         h = hashlib.sha256()
-        h.update(self.schema.to_json().encode())
-        h.update(source_fingerprint(self.ds).encode())
+        h.update(self._content_fingerprint().encode())
         h.update(
             json.dumps(self.sampler.to_dict(), sort_keys=True, default=str).encode()
         )

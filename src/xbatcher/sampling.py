@@ -156,7 +156,7 @@ def _check_range(
 # ---------------------------------------------------------------------------------
 
 
-def resolve_seed(seed: int | None) -> int:
+def resolve_seed(seed: int | np.integer[Any] | None) -> int:
     """Validate a seed, or draw a fresh one when it is ``None``.
 
     Parameters
