@@ -37,14 +37,14 @@ _META = "_xbatcher_cache"
 class MappingBatchCache:
     """Batches as Zarr groups in a ``MutableMapping``, keyed by fingerprint and unit."""
 
-    def __init__(self, store: MutableMapping[str, Any], fingerprint: str) -> None:
+    def __init__(self, store: Any, fingerprint: str) -> None:
         try:
-            import zarr
+            from zarr.abc.store import Store
         except ImportError as err:
             raise OptionalDependencyError(
                 'cache= stores batches as Zarr groups and needs zarr: pip install "xbatcher[zarr]"'
             ) from err
-        if not isinstance(store, MutableMapping | zarr.abc.store.Store):
+        if not isinstance(store, MutableMapping | Store):
             from .errors import InputTypeError
 
             raise InputTypeError(
@@ -78,7 +78,9 @@ class MappingBatchCache:
             warnings.simplefilter(
                 "ignore", UserWarning
             )  # zarr's consolidated-metadata note
-            ds = xr.open_zarr(self.store, group=self._group(key), consolidated=False)
+            ds: xr.Dataset = xr.open_zarr(
+                self.store, group=self._group(key), consolidated=False
+            )
         if load:
             ds = ds.load()
         ds.attrs.pop(_MARKER, None)
@@ -86,7 +88,7 @@ class MappingBatchCache:
         if meta["levels"]:
             ds = ds.set_index({meta["stacked"]: meta["levels"]})
         if meta["dataarray"]:
-            da = ds[_DA_NAME]
+            da: xr.DataArray = ds[_DA_NAME]
             da.name = meta["name"]
             da.attrs = meta["attrs"]
             return da
