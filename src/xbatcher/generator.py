@@ -401,6 +401,14 @@ class BatchGenerator:
 
     def _xarray_for(self, units: NDArray[np.int64]) -> Batch:
         windows = self._windows(units)
+        if self.schema.mode == "window" and self.preload_batch:
+            lazy = {k: self._sources[k] for k in self._builder._lazy_vars}
+            first = {d: int(s[0]) for d, s in windows.starts.items()}
+            return self._builder.build_window(
+                self._gather_all(windows, lazy),
+                self._gather_all(windows, self._coord_sources),
+                first,
+            )
         if self.preload_batch:
             arrays = self._gather_all(windows, self._sources)
             coords = self._gather_all(windows, self._coord_sources)
