@@ -355,32 +355,40 @@ def _gather_array(
     source: InMemorySource | None,
     starts: tuple[NDArray[np.int64], ...],
     lengths: tuple[int, ...],
+    out: NDArray[Any] | None = None,
+    rows: NDArray[np.intp] | None = None,
 ) -> NDArray[Any]:
+    """Windows of ``array`` as ``(count, *lengths)``; with ``out``, written into
+    ``out[rows]`` instead (no intermediate copy)."""
     count = int(starts[0].size) if starts else 1
     if array.ndim == 0:
-        return np.broadcast_to(array, (count,)).copy()
-    if count == 1:
+        result = np.broadcast_to(array, (count,)).copy()
+    elif count == 1 and out is None:
         region = tuple(
-            slice(int(s[0]), int(s[0]) + n)
-            for s, n in zip(starts, lengths, strict=True)
+            slice(int(s[0]), int(s[0]) + n) for s, n in zip(starts, lengths, strict=True)
         )
         return array[region][np.newaxis].copy()
-    window_bytes = math.prod(lengths) * array.itemsize
-    if window_bytes >= 16384:
+    elif math.prod(lengths) * array.itemsize >= 16384:
         # big windows: a slice copy per window beats fancy indexing over a view
-        out = np.empty((count, *lengths), dtype=array.dtype)
+        if out is None:
+            out = np.empty((count, *lengths), dtype=array.dtype)
+            rows = None
+        targets = rows.tolist() if rows is not None else range(count)
         cols = [s.tolist() for s in starts]
-        for i, ss in enumerate(zip(*cols, strict=True)):
-            out[i] = array[
-                tuple(slice(s, s + n) for s, n in zip(ss, lengths, strict=True))
-            ]
+        for i, ss in zip(targets, zip(*cols, strict=True), strict=True):
+            out[i] = array[tuple(slice(s, s + n) for s, n in zip(ss, lengths, strict=True))]
         return out
-    view = (
-        source.windows_view(lengths)
-        if source is not None
-        else sliding_window_view(array, lengths)
-    )
-    return view[starts]
+    else:
+        view = (
+            source.windows_view(lengths)
+            if source is not None
+            else sliding_window_view(array, lengths)
+        )
+        result = view[starts]
+    if out is None:
+        return result
+    out[rows] = result
+    return out
 
 
 def _plan_chunked(
@@ -434,10 +442,10 @@ def _gather_chunked(
     chunks = _fetch_chunks(source, needed, cache)
     starts, lengths = request.starts, request.lengths
     if len(plans) == 1:
-        return _gather_group(source, chunks, plans[0], starts, lengths)
+        return _gather_group(source, chunks, plans[0], starts, lengths, None)
     out = np.empty((request.count, *lengths), dtype=source.dtype)
     for plan in plans:
-        out[plan[0]] = _gather_group(source, chunks, plan, starts, lengths)
+        _gather_group(source, chunks, plan, starts, lengths, out)
     return out
 
 
@@ -447,6 +455,7 @@ def _gather_group(
     plan: tuple[NDArray[np.intp], tuple[int, ...], tuple[int, ...]],
     starts: tuple[NDArray[np.int64], ...],
     lengths: tuple[int, ...],
+    out: NDArray[Any] | None,
 ) -> NDArray[Any]:
     assert source.bounds is not None
     idx, lo, hi = plan
@@ -459,7 +468,7 @@ def _gather_group(
         stop = [int(s.max()) + n for s, n in zip(local, lengths, strict=True)]
         block = _assemble(source, chunks, origin, stop, lo, hi)
     rel = tuple(s - o for s, o in zip(local, origin, strict=True))
-    return _gather_array(block, None, rel, lengths)
+    return _gather_array(block, None, rel, lengths, out, None if out is None else idx)
 
 
 def _assemble(
