@@ -32,7 +32,9 @@ from .reader import (
     gather,
     make_source,
     parse_bytes,
+    gather_grid,
     prefetch,
+    read_region,
 )
 from .sampling import (
     BlockShuffleSampler,
@@ -376,6 +378,11 @@ class BatchGenerator:
 
     def _arrays_for(self, batches: list[NDArray[np.int64]]) -> list[ArrayBatch]:
         """Gather several batches at once and lay each one out as numpy."""
+        if self.schema.mode == "concat":
+            return [self._concat_arrays(int(b[0])) for b in batches]
+        return self._arrays_generic(batches)
+
+    def _arrays_generic(self, batches: list[NDArray[np.int64]]) -> list[ArrayBatch]:
         flat = np.concatenate(batches)
         windows = self._windows(flat)
         gathered = self._gather_all(windows, self._sources)
@@ -393,6 +400,50 @@ class BatchGenerator:
             }
             out.append(self._pack(per_var))
         return out
+
+    def _concat_arrays(self, unit: int) -> ArrayBatch:
+        """A concat batch: its windows form a regular grid inside one block, so read
+        the block once and copy the grid out with one strided copy, straight into the
+        final layout."""
+        schema = self.schema
+        gidx = np.unravel_index(unit, schema.unit_shape)
+        first: dict[Hashable, int] = {}
+        counts: dict[Hashable, int] = {}
+        for w, g in zip(schema.sliced, gidx, strict=True):
+            k0 = int(g) * w.group
+            counts[w.dim] = min(w.group, w.n_windows - k0)
+            first[w.dim] = k0
+            if k0 + counts[w.dim] > w.n_regular:  # the keep_remainder window: irregular
+                return self._arrays_generic([np.array([unit])])[0]
+        sizes = dict(schema.sizes)
+        per_var: dict[Hashable, NDArray[Any]] = {}
+        for name, src in self._sources.items():
+            dims = self._var_dims[name]
+            region, lengths = [], []
+            for d in dims:
+                w = next((w for w in schema.sliced if w.dim == d), None)
+                if w is None:
+                    region.append(slice(0, sizes[d]))
+                    lengths.append(sizes[d])
+                else:
+                    a = first[d] * w.stride
+                    region.append(slice(a, a + (counts[d] - 1) * w.stride + w.window))
+                    lengths.append(w.window)
+            block = read_region(src, tuple(region), self.block_cache)
+            lay = self._layouts[name]
+            m = len(schema.sliced)
+            order = [j for p in lay.perm for j in (range(m) if p == 0 else [m + p - 1])]
+            grid = gather_grid(
+                block,
+                [counts[w.dim] for w in schema.sliced],
+                [w.stride for w in schema.sliced],
+                [dims.index(w.dim) for w in schema.sliced],
+                lengths,
+                order,
+            )
+            n_lead = m + max(lay.n_stack, 1) - 1
+            per_var[name] = grid.reshape((-1, *grid.shape[n_lead:]))
+        return self._pack(per_var)
 
     def _pack(self, per_var: dict[Hashable, NDArray[Any]]) -> ArrayBatch:
         if isinstance(self.ds, xr.DataArray):

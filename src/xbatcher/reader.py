@@ -37,6 +37,7 @@ __all__ = [
     "make_source",
     "parse_bytes",
     "prefetch",
+    "read_region",
 ]
 
 _DEFAULT_BLOCK_BYTES = 16 * 2**20
@@ -365,7 +366,8 @@ def _gather_array(
         result = np.broadcast_to(array, (count,)).copy()
     elif count == 1 and out is None:
         region = tuple(
-            slice(int(s[0]), int(s[0]) + n) for s, n in zip(starts, lengths, strict=True)
+            slice(int(s[0]), int(s[0]) + n)
+            for s, n in zip(starts, lengths, strict=True)
         )
         return array[region][np.newaxis].copy()
     elif math.prod(lengths) * array.itemsize >= 16384:
@@ -376,7 +378,9 @@ def _gather_array(
         targets = rows.tolist() if rows is not None else range(count)
         cols = [s.tolist() for s in starts]
         for i, ss in zip(targets, zip(*cols, strict=True), strict=True):
-            out[i] = array[tuple(slice(s, s + n) for s, n in zip(ss, lengths, strict=True))]
+            out[i] = array[
+                tuple(slice(s, s + n) for s, n in zip(ss, lengths, strict=True))
+            ]
         return out
     else:
         view = (
@@ -532,6 +536,65 @@ def _fetch_chunks(
     for cid, future in waiting:
         found[cid] = future.result()
     return found
+
+
+def read_region(
+    source: Source, region: tuple[slice, ...], cache: BlockCache | None
+) -> NDArray[Any]:
+    """The block ``region`` of ``source``: a view for in-memory data, otherwise
+    assembled from the (cached) chunks it overlaps."""
+    if isinstance(source, InMemorySource):
+        return source.array[region]
+    assert source.bounds is not None
+    start = [int(r.start) for r in region]
+    stop = [int(r.stop) for r in region]
+    lo = tuple(
+        int(np.searchsorted(b, a, side="right") - 1)
+        for b, a in zip(source.bounds, start, strict=True)
+    )
+    hi = tuple(
+        int(np.searchsorted(b, z - 1, side="right") - 1)
+        for b, z in zip(source.bounds, stop, strict=True)
+    )
+    ids = list(
+        itertools.product(*(range(a, b + 1) for a, b in zip(lo, hi, strict=True)))
+    )
+    chunks = _fetch_chunks(source, ids, cache)
+    if lo == hi:
+        origin = [int(b[c]) for b, c in zip(source.bounds, lo, strict=True)]
+        return chunks[lo][
+            tuple(
+                slice(a - o, z - o) for a, z, o in zip(start, stop, origin, strict=True)
+            )
+        ]
+    return _assemble(source, chunks, start, stop, lo, hi)
+
+
+def gather_grid(
+    block: NDArray[Any],
+    counts: Sequence[int],
+    steps: Sequence[int],
+    axes: Sequence[int],
+    lengths: Sequence[int],
+    order: Sequence[int],
+) -> NDArray[Any]:
+    """Copy a regular grid of windows out of ``block`` in one strided copy.
+
+    Window ``(k_0, ..., k_m)`` starts at ``k_j * steps[j]`` along axis ``axes[j]``
+    of ``block`` and has shape ``lengths`` (one length per axis of ``block``). The
+    result has the axes ``(k_0, ..., k_m, *block axes)`` permuted by ``order``, and is
+    contiguous in that order.
+    """
+    strides = block.strides
+    view = np.lib.stride_tricks.as_strided(
+        block,
+        (*counts, *lengths),
+        (*(s * strides[a] for s, a in zip(steps, axes, strict=True)), *strides),
+        writeable=False,
+    ).transpose(order)
+    out = np.empty(view.shape, dtype=block.dtype)
+    np.copyto(out, view)
+    return out
 
 
 def chunks_touched(source: Source, request: WindowRequest) -> set[tuple[int, ...]]:
