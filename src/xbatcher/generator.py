@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import itertools
 import json
 import math
 import operator
@@ -30,9 +31,9 @@ from .reader import (
     Source,
     WindowRequest,
     gather,
+    gather_grid,
     make_source,
     parse_bytes,
-    gather_grid,
     prefetch,
     read_region,
 )
@@ -416,19 +417,20 @@ class BatchGenerator:
             if k0 + counts[w.dim] > w.n_regular:  # the keep_remainder window: irregular
                 return self._arrays_generic([np.array([unit])])[0]
         sizes = dict(schema.sizes)
+        by_dim = {w.dim: w for w in schema.sliced}
         per_var: dict[Hashable, NDArray[Any]] = {}
         for name, src in self._sources.items():
             dims = self._var_dims[name]
             region, lengths = [], []
             for d in dims:
-                w = next((w for w in schema.sliced if w.dim == d), None)
-                if w is None:
+                dw = by_dim.get(d)
+                if dw is None:
                     region.append(slice(0, sizes[d]))
                     lengths.append(sizes[d])
                 else:
-                    a = first[d] * w.stride
-                    region.append(slice(a, a + (counts[d] - 1) * w.stride + w.window))
-                    lengths.append(w.window)
+                    a = first[d] * dw.stride
+                    region.append(slice(a, a + (counts[d] - 1) * dw.stride + dw.window))
+                    lengths.append(dw.window)
             block = read_region(src, tuple(region), self.block_cache)
             lay = self._layouts[name]
             m = len(schema.sliced)
@@ -696,7 +698,7 @@ class BatchGenerator:
             )
         ranges: dict[str, tuple[int, int]]
         if all(isinstance(v, slice | tuple) for v in parts.values()):
-            index = self.ds.indexes[dim] if dim in self.ds.indexes else None
+            index = self.ds.indexes.get(dim, None)
             if index is None:
                 raise SchemaError(
                     f"label ranges need a coordinate on {dim!r}; use fractions."
@@ -710,7 +712,7 @@ class BatchGenerator:
                     int(sl.stop if sl.stop is not None else len(index)),
                 )
             spans = sorted(ranges.values())
-            for (a0, a1), (b0, _) in zip(spans, spans[1:], strict=False):
+            for (_a0, a1), (b0, _) in itertools.pairwise(spans):
                 if b0 < a1:
                     raise SchemaError(
                         f"split label ranges overlap along {dim!r}: {parts}."
