@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 from numpy.typing import NDArray
 from xarray.indexes import PandasIndex, PandasMultiIndex
@@ -339,9 +340,18 @@ class XarrayBuilder:
                 data[name] = xr.Variable(out_dims, a, attrs)
             else:
                 data[name] = xr.Variable(dims, a[0], attrs)
-        result = coords_ds.assign_coords(variables) if variables else coords_ds
-        result = result.assign(data)
-        result.attrs = dict(self.attrs)
+        coords = xr.Coordinates(
+            {**coords_ds.coords.variables, **variables},
+            indexes={
+                **coords_ds.xindexes,
+                **(
+                    {"sample": PandasIndex(pd.Index(units, name="sample"), "sample")}
+                    if mode == "sample"
+                    else {}
+                ),
+            },
+        )
+        result = xr.Dataset(data, coords=coords, attrs=dict(self.attrs))
         if mode != "sample":
             names = (
                 [input_name(d) for d in input_dims]
