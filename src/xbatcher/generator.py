@@ -309,6 +309,12 @@ class BatchGenerator:
         return self._groups
 
     def _units_at(self, local_positions: NDArray[np.int64]) -> NDArray[np.int64]:
+        if (
+            self._shard is None
+            and self._valid is None
+            and type(self.sampler) is SequentialSampler
+        ):
+            return local_positions  # in order: positions are units (checked by callers)
         n = self.sampler.epoch_length(self.n_units)
         positions = local_positions
         if self._shard is not None:

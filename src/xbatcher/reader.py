@@ -11,6 +11,8 @@ operation per chunk group, never one ``isel`` per window.
 
 from __future__ import annotations
 
+import bisect
+import functools
 import itertools
 import math
 import threading
@@ -211,6 +213,12 @@ class Source:
             slice(int(b[i]), int(b[i + 1]))
             for b, i in zip(self.bounds, cid, strict=True)
         )
+
+    @functools.cached_property
+    def bound_lists(self) -> tuple[list[int], ...]:
+        """``bounds`` as Python lists (fast scalar bisection)."""
+        assert self.bounds is not None
+        return tuple(b.tolist() for b in self.bounds)
 
     @property
     def nchunks(self) -> tuple[int, ...]:
@@ -442,6 +450,15 @@ def prefetch(source: Source, request: WindowRequest, cache: BlockCache) -> None:
 def _gather_chunked(
     source: Source, request: WindowRequest, cache: BlockCache | None
 ) -> NDArray[Any]:
+    if request.count == 1:  # one window: a region read, without the grouping machinery
+        region = tuple(
+            slice(int(s[0]), int(s[0]) + n)
+            for s, n in zip(request.starts, request.lengths, strict=True)
+        )
+        block = read_region(source, region, cache)
+        out = np.empty((1, *request.lengths), dtype=source.dtype)
+        out[0] = block
+        return out
     plans, needed = _plan_chunked(source, request)
     chunks = _fetch_chunks(source, needed, cache)
     starts, lengths = request.starts, request.lengths
@@ -548,13 +565,10 @@ def read_region(
     assert source.bounds is not None
     start = [int(r.start) for r in region]
     stop = [int(r.stop) for r in region]
-    lo = tuple(
-        int(np.searchsorted(b, a, side="right") - 1)
-        for b, a in zip(source.bounds, start, strict=True)
-    )
+    lists = source.bound_lists
+    lo = tuple(bisect.bisect_right(b, a) - 1 for b, a in zip(lists, start, strict=True))
     hi = tuple(
-        int(np.searchsorted(b, z - 1, side="right") - 1)
-        for b, z in zip(source.bounds, stop, strict=True)
+        bisect.bisect_right(b, z - 1) - 1 for b, z in zip(lists, stop, strict=True)
     )
     ids = list(
         itertools.product(*(range(a, b + 1) for a, b in zip(lo, hi, strict=True)))
