@@ -21,14 +21,25 @@ def load_example():
 
 @pytest.mark.parametrize("world", [1, 2])
 @pytest.mark.parametrize("stop_after", [37, 64])
-def test_crash_and_resume_equals_uninterrupted(tmp_path, monkeypatch, world, stop_after):
+def test_crash_and_resume_equals_uninterrupted(
+    tmp_path, monkeypatch, world, stop_after
+):
     example = load_example()
     for rank in range(world):
         monkeypatch.setenv("RANK", str(rank))
         monkeypatch.setenv("WORLD_SIZE", str(world))
         full = example.main(["--epochs", "3"])
         ckpt = tmp_path / f"ckpt{world}.json"
-        crashed = example.main(["--epochs", "3", "--checkpoint", str(ckpt), "--stop-after", str(stop_after)])
+        crashed = example.main(
+            [
+                "--epochs",
+                "3",
+                "--checkpoint",
+                str(ckpt),
+                "--stop-after",
+                str(stop_after),
+            ]
+        )
         assert crashed["crashed"] == 1.0
         resumed = example.main(["--epochs", "3", "--checkpoint", str(ckpt)])
         assert resumed["crashed"] == 0.0

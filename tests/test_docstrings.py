@@ -21,7 +21,14 @@ MODULES = [
 @pytest.mark.parametrize("name", MODULES)
 def test_docstring_examples(name: str) -> None:
     module = importlib.import_module(name)
-    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS)
+    result = doctest.testmod(
+        module, optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS
+    )
     assert result.failed == 0, f"{result.failed} doctest(s) failed in {name}"
-    if name in {"xbatcher.generator", "xbatcher.schema", "xbatcher.sampling", "xbatcher.reader"}:
+    if name in {
+        "xbatcher.generator",
+        "xbatcher.schema",
+        "xbatcher.sampling",
+        "xbatcher.reader",
+    }:
         assert result.attempted > 0, f"{name} should have runnable Examples"

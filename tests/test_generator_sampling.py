@@ -357,7 +357,8 @@ def test_shuffled_epoch_over_a_billion_samples_starts_fast_and_small():
     import dask.array as dsa
 
     big = xr.DataArray(
-        dsa.zeros((10**6, 10**4), dtype="float32", chunks=(1000, 1000)), dims=("time", "x")
+        dsa.zeros((10**6, 10**4), dtype="float32", chunks=(1000, 1000)),
+        dims=("time", "x"),
     )
     tracemalloc.start()
     t0 = time.perf_counter()
@@ -379,11 +380,19 @@ def test_randomness_report_orders():
     da = make_da(nt=24, ny=8, nx=8).chunk(time=4)
     reports = {
         shuffle: xb.BatchGenerator(
-            da, {"y": 4, "x": 4}, batch_size=8, shuffle=shuffle, seed=0 if shuffle else None, resident_bytes=2 * 4 * 8 * 8 * 8
+            da,
+            {"y": 4, "x": 4},
+            batch_size=8,
+            shuffle=shuffle,
+            seed=0 if shuffle else None,
+            resident_bytes=2 * 4 * 8 * 8 * 8,
         ).randomness_report()
         for shuffle in (False, True, "chunks")
     }
     assert reports[False]["max_groups_per_batch"] == 1
     assert reports["chunks"]["max_groups_per_batch"] <= 2
-    assert reports[True]["mean_groups_per_batch"] > reports["chunks"]["mean_groups_per_batch"]
+    assert (
+        reports[True]["mean_groups_per_batch"]
+        > reports["chunks"]["mean_groups_per_batch"]
+    )
     assert reports[True]["chunks_in_source"] == 6
