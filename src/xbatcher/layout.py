@@ -170,6 +170,9 @@ class XarrayBuilder:
             and set(obj.xindexes) <= set(obj.dims)
         )
         self._lengths = {w.dim: w.window for w in schema.sliced}
+        self._coord_vars = {c: obj.coords[c].variable for c in self.coord_names}
+        self._window_stacked = stack_dims(schema, self.ds_dims)  # isel keeps every dim
+        self._xindexes = dict(obj.xindexes)
         self._coord_cache: dict[
             tuple[Hashable, tuple[int, ...]], tuple[xr.Variable, Any]
         ] = {}
@@ -184,7 +187,7 @@ class XarrayBuilder:
         self, name: Hashable, first_starts: Mapping[Hashable, int]
     ) -> tuple[xr.Variable, Any]:
         """The coordinate ``name`` cut to a window, and its index (cached)."""
-        var = self.obj.coords[name].variable
+        var = self._coord_vars[name]
         starts = tuple(first_starts[d] for d in var.dims if d in self._sliced)
         key = (name, starts)
         hit = self._coord_cache.get(key)
@@ -196,11 +199,13 @@ class XarrayBuilder:
             else slice(None)
             for d in var.dims
         )
-        cut = var[key_slices]
         index = None
-        if name in self.obj.xindexes:
-            index = self.obj.xindexes[name].isel({name: key_slices[0]})
-        if len(self._coord_cache) > 100_000:
+        if name in self._xindexes:
+            index = self._xindexes[name].isel({name: key_slices[0]})
+            cut = index.create_variables({name: var})[name]
+        else:
+            cut = var[key_slices]
+        if len(self._coord_cache) > 8192:
             self._coord_cache.clear()
         self._coord_cache[key] = (cut, index)
         return cut, index
@@ -273,7 +278,7 @@ class XarrayBuilder:
                         for name in self._lazy_vars
                     }
                 )
-        stacked = [d for d in stack_dims(self.schema, self.ds_dims) if d in result.dims]
+        stacked = self._window_stacked
         if len(stacked) >= 2:
             result = result.stack(sample=stacked).transpose(
                 "sample", *dict(self.schema.input_dims)
