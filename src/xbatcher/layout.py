@@ -202,6 +202,7 @@ class XarrayBuilder:
         index = None
         if name in self._xindexes:
             index = self._xindexes[name].isel({name: key_slices[0]})
+            assert index is not None  # a slice of a PandasIndex stays an index
             cut = index.create_variables({name: var})[name]
         else:
             cut = var[key_slices]

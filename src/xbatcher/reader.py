@@ -427,15 +427,23 @@ def _plan_chunked(
     order = np.argsort(keys, kind="stable")
     cuts = np.flatnonzero(np.diff(keys[order])) + 1
     plans = []
-    needed: dict[tuple[int, ...], None] = {}
     for idx in np.split(order, cuts):
         lo = tuple(int(c[idx[0]]) for c in c_lo)
         hi = tuple(int(c[idx].max()) for c in c_hi)
         plans.append((idx, lo, hi))
-        for cid in itertools.product(
-            *(range(a, b + 1) for a, b in zip(lo, hi, strict=True))
-        ):
-            needed[cid] = None
+    # the chunks some window touches (a group's bounding box may hold others)
+    lo_rows = np.stack(c_lo, axis=1) if starts else np.zeros((1, 0), np.int64)
+    hi_rows = np.stack(c_hi, axis=1) if starts else np.zeros((1, 0), np.int64)
+    straddle = (lo_rows != hi_rows).any(axis=1)
+    needed: dict[tuple[int, ...], None] = dict.fromkeys(
+        map(tuple, np.unique(lo_rows[~straddle], axis=0).tolist())
+    )
+    for w in np.flatnonzero(straddle).tolist():
+        ranges = (
+            range(a, b + 1)
+            for a, b in zip(lo_rows[w].tolist(), hi_rows[w].tolist(), strict=True)
+        )
+        needed.update(dict.fromkeys(itertools.product(*ranges)))
     return plans, list(needed)
 
 
@@ -508,6 +516,8 @@ def _assemble(
     for cid in itertools.product(
         *(range(a, b + 1) for a, b in zip(lo, hi, strict=True))
     ):
+        if cid not in chunks:  # inside the bounding box but touched by no window
+            continue
         src_sel, dst_sel = [], []
         for b, c, a, z in zip(source.bounds, cid, start, stop, strict=True):
             c0, c1 = int(b[c]), int(b[c + 1])
