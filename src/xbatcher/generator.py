@@ -55,6 +55,7 @@ ArrayBatch = NDArray[Any] | dict[Hashable, NDArray[Any]]
 _STATE_VERSION = 1
 _GROUP_BYTES = 8 * 2**20  # target size of the buffer gathered at once while iterating
 _MAX_GROUP = 512
+_PAGE = 4096  # positions whose units are computed together for in-order bgen[i] calls
 
 
 class BatchGenerator:
@@ -203,6 +204,7 @@ class BatchGenerator:
         self._groups: UnitGroups | None = None
         self._shard: Shard | None = None
         self.epoch = 0
+        self._page: tuple[tuple[int, int, int, int], NDArray[np.int64]] | None = None
         self._position = 0  # batches delivered in the current epoch
         self._resume_at = 0
 
@@ -309,6 +311,21 @@ class BatchGenerator:
         return self._groups
 
     def _units_at(self, local_positions: NDArray[np.int64]) -> NDArray[np.int64]:
+        """Unit ids at local (this shard's) positions of the current epoch."""
+        if local_positions.size and local_positions.size <= _PAGE:
+            # bgen[i] called in order: evaluate the sampler a page at a time
+            lo = int(local_positions[0])
+            page = lo // _PAGE
+            if int(local_positions[-1]) // _PAGE == page:
+                key = (self.epoch, page, id(self.sampler), id(self._shard))
+                if self._page is None or self._page[0] != key:
+                    start = page * _PAGE
+                    stop = min(start + _PAGE, self._epoch_positions())
+                    self._page = (key, self._compute_units(np.arange(start, stop, dtype=np.int64)))
+                return self._page[1][local_positions - page * _PAGE]
+        return self._compute_units(local_positions)
+
+    def _compute_units(self, local_positions: NDArray[np.int64]) -> NDArray[np.int64]:
         if (
             self._shard is None
             and self._valid is None
@@ -666,6 +683,7 @@ class BatchGenerator:
         new = copy.copy(self)
         inner = Shard(rank, world_size, even)
         new._shard = inner if self._shard is None else self._shard.then(inner)
+        new._page = None
         new._position = 0
         new._resume_at = 0
         return new

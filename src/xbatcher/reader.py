@@ -277,7 +277,9 @@ class DaskSource(Source):
     def read_chunks(self, chunk_ids: Sequence[tuple[int, ...]]) -> list[NDArray[Any]]:
         from dask.base import compute
 
-        blocks = [self.array.blocks[c] for c in chunk_ids]
+        # slicing on chunk boundaries culls the graph to those chunks; .blocks[...]
+        # would first build keys for every chunk of the array
+        blocks = [self.array[self.chunk_region(c)] for c in chunk_ids]
         return [np.asarray(b) for b in compute(*blocks)]  # type: ignore[no-untyped-call]
 
 
