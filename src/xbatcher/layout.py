@@ -160,15 +160,19 @@ class XarrayBuilder:
         # window mode builds DataArrays directly from cached window coordinates (the
         # result is what obj.isel(window) gives, about 10x cheaper); anything unusual
         # (custom or multi-indexes) takes the isel route
-        self.fast_dataarray = (
-            isinstance(obj, xr.DataArray)
-            and mode == "window"
+        plain_indexes = (
+            mode == "window"
             and all(
                 isinstance(idx, PandasIndex) and not isinstance(idx, PandasMultiIndex)
                 for idx in obj.xindexes.values()
             )
             and set(obj.xindexes) <= set(obj.dims)
         )
+        self.fast_dataarray = plain_indexes and isinstance(obj, xr.DataArray)
+        # Datasets: built with xarray's internal constructor when it is there (it has
+        # been for years); any failure falls back to isel for good
+        self.fast_dataset = plain_indexes and isinstance(obj, xr.Dataset)
+        self._data_variables = {k: ds.variables[k] for k in self.data_vars}
         self._lengths = {w.dim: w.window for w in schema.sliced}
         self._coord_vars = {c: obj.coords[c].variable for c in self.coord_names}
         self._window_stacked = stack_dims(schema, self.ds_dims)  # isel keeps every dim
@@ -211,6 +215,42 @@ class XarrayBuilder:
         self._coord_cache[key] = (cut, index)
         return cut, index
 
+    def _dataset_window(
+        self,
+        arrays: Mapping[Hashable, Any],
+        coord_arrays: Mapping[Hashable, Any],
+        first_starts: Mapping[Hashable, int],
+        selector: Mapping[Hashable, slice],
+    ) -> xr.Dataset:
+        """``ds.isel(window)`` for a Dataset, from cached window coordinates."""
+        variables: dict[Hashable, xr.Variable] = {}
+        indexes: dict[Hashable, Any] = {}
+        for name in self._fixed_coords:
+            cut, index = self._window_coord(name, first_starts)
+            variables[name] = cut
+            if index is not None:
+                indexes[name] = index
+        for name in self.block_coords:
+            dims, attrs = self.coord_meta[name]
+            variables[name] = xr.Variable(dims, coord_arrays[name][0], attrs)
+        for name, var in self._data_variables.items():
+            if name in arrays:
+                data = arrays[name][0]
+            else:
+                data = var.data[tuple(selector.get(d, slice(None)) for d in var.dims)]
+            variables[name] = xr.Variable(var.dims, data, var.attrs)
+        sizes = dict(self.obj.sizes)
+        out_sizes = {
+            d: (self._lengths[d] if d in selector else n) for d, n in sizes.items()
+        }
+        return xr.Dataset._construct_direct(
+            variables,
+            coord_names=set(self.coord_names),
+            dims=out_sizes,
+            attrs=dict(self.attrs),
+            indexes=indexes,
+        )
+
     def build_window(
         self,
         arrays: Mapping[Hashable, Any],
@@ -252,6 +292,14 @@ class XarrayBuilder:
                 indexes=indexes,
                 fastpath=True,
             )
+        elif self.fast_dataset:
+            try:
+                result = self._dataset_window(
+                    arrays, coord_arrays, first_starts, selector
+                )
+            except (AttributeError, TypeError):  # xarray internals changed: use isel
+                self.fast_dataset = False
+                return self.build_window(arrays, coord_arrays, first_starts)
         else:
             result = self.obj.isel(selector) if selector else self.obj.copy(deep=False)
             if self.block_coords:
