@@ -26,7 +26,9 @@ def make_data() -> xr.Dataset:
     rng = np.random.default_rng(0)
     x = rng.standard_normal((64, 32, 32)).astype("float32")
     y = (2.0 * x + 0.5).astype("float32")  # the model should learn w=2, b=0.5
-    return xr.Dataset({"x": (("time", "lat", "lon"), x), "y": (("time", "lat", "lon"), y)})
+    return xr.Dataset(
+        {"x": (("time", "lat", "lon"), x), "y": (("time", "lat", "lon"), y)}
+    )
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -40,7 +42,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     # 1. one generator, sample-level batches, shuffled by (seed, epoch)
     bgen = xb.BatchGenerator(
-        make_data(), input_dims={"lat": 8, "lon": 8}, batch_size=16, shuffle=True, seed=42
+        make_data(),
+        input_dims={"lat": 8, "lon": 8},
+        batch_size=16,
+        shuffle=True,
+        seed=42,
     )
     # 2. this rank's shard: disjoint from the other ranks, same length on every rank
     bgen = bgen.shard(rank, world, even="pad")
@@ -65,7 +71,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             b -= lr * float(err.mean())
             steps += 1
             if ckpt is not None:  # checkpoint after every step (cheap: a few numbers)
-                ckpt.write_text(json.dumps({"w": w, "b": b, "loader": bgen.state_dict()}))
+                ckpt.write_text(
+                    json.dumps({"w": w, "b": b, "loader": bgen.state_dict()})
+                )
             if args.stop_after is not None and steps >= args.stop_after:
                 return {"w": w, "b": b, "steps": steps, "crashed": 1.0}
     return {"w": w, "b": b, "steps": steps, "crashed": 0.0}
