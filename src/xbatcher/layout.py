@@ -215,6 +215,22 @@ class XarrayBuilder:
         self._coord_cache[key] = (cut, index)
         return cut, index
 
+    def _window_coords(
+        self, coord_arrays: Mapping[Hashable, Any], first_starts: Mapping[Hashable, int]
+    ) -> tuple[dict[Hashable, xr.Variable], dict[Hashable, Any]]:
+        """Every coordinate cut to a window (cached), and the indexes among them."""
+        coords: dict[Hashable, xr.Variable] = {}
+        indexes: dict[Hashable, Any] = {}
+        for name in self._fixed_coords:
+            cut, index = self._window_coord(name, first_starts)
+            coords[name] = cut
+            if index is not None:
+                indexes[name] = index
+        for name in self.block_coords:
+            dims, attrs = self.coord_meta[name]
+            coords[name] = xr.Variable(dims, coord_arrays[name][0], attrs)
+        return coords, indexes
+
     def _dataset_window(
         self,
         arrays: Mapping[Hashable, Any],
@@ -223,16 +239,7 @@ class XarrayBuilder:
         selector: Mapping[Hashable, slice],
     ) -> xr.Dataset:
         """``ds.isel(window)`` for a Dataset, from cached window coordinates."""
-        variables: dict[Hashable, xr.Variable] = {}
-        indexes: dict[Hashable, Any] = {}
-        for name in self._fixed_coords:
-            cut, index = self._window_coord(name, first_starts)
-            variables[name] = cut
-            if index is not None:
-                indexes[name] = index
-        for name in self.block_coords:
-            dims, attrs = self.coord_meta[name]
-            variables[name] = xr.Variable(dims, coord_arrays[name][0], attrs)
+        variables, indexes = self._window_coords(coord_arrays, first_starts)
         for name, var in self._data_variables.items():
             if name in arrays:
                 data = arrays[name][0]
@@ -275,16 +282,7 @@ class XarrayBuilder:
                 data = arrays[self._lazy_vars[0]][0]
             else:
                 data = var.data[tuple(selector.get(d, slice(None)) for d in var.dims)]
-            coords: dict[Hashable, xr.Variable] = {}
-            indexes: dict[Hashable, Any] = {}
-            for name in self._fixed_coords:
-                cut, index = self._window_coord(name, first_starts)
-                coords[name] = cut
-                if index is not None:
-                    indexes[name] = index
-            for name in self.block_coords:
-                dims, attrs = self.coord_meta[name]
-                coords[name] = xr.Variable(dims, coord_arrays[name][0], attrs)
+            coords, indexes = self._window_coords(coord_arrays, first_starts)
             result = xr.DataArray(
                 xr.Variable(var.dims, data, var.attrs),
                 coords=coords,
