@@ -396,3 +396,25 @@ def test_randomness_report_orders():
         > reports["chunks"]["mean_groups_per_batch"]
     )
     assert reports[True]["chunks_in_source"] == 6
+
+
+@pytest.mark.parametrize("backend", ["numpy", "dask", "zarr"])
+def test_generator_pickles_with_its_state_for_worker_processes(tmp_path, backend):
+    import pickle
+
+    da = make_da(nt=8)
+    if backend == "dask":
+        da = da.chunk(time=3)
+    elif backend == "zarr":
+        pytest.importorskip("zarr")
+        da.to_dataset().to_zarr(tmp_path / "d.zarr")
+        da = xr.open_dataset(tmp_path / "d.zarr", engine="zarr", chunks=None)["v"]
+    g = xb.BatchGenerator(da, {"y": 3, "x": 4}, batch_size=5, shuffle=True, seed=9)
+    first = [b.copy() for b in g.arrays][:3]  # fill the chunk cache, advance the epoch
+    g.set_epoch(0)
+    clone = pickle.loads(pickle.dumps(g))
+    assert len(clone.block_cache) == 0  # the cache travels empty
+    assert clone.state_dict() == g.state_dict()
+    for i in range(3):
+        np.testing.assert_array_equal(clone.arrays[i], first[i])
+        xr.testing.assert_identical(clone[i], g[i])

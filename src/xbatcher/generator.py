@@ -324,14 +324,14 @@ class BatchGenerator:
             page = lo // _PAGE
             if int(local_positions[-1]) // _PAGE == page:
                 key = (self.epoch, page, id(self.sampler), id(self._shard))
-                if self._page is None or self._page[0] != key:
+                entry = self._page  # one read: another thread may replace the page
+                if entry is None or entry[0] != key:
                     start = page * _PAGE
                     stop = min(start + _PAGE, self._epoch_positions())
-                    self._page = (
-                        key,
-                        self._compute_units(np.arange(start, stop, dtype=np.int64)),
-                    )
-                return self._page[1][local_positions - page * _PAGE]
+                    positions = np.arange(start, stop, dtype=np.int64)
+                    entry = (key, self._compute_units(positions))
+                    self._page = entry
+                return entry[1][local_positions - page * _PAGE]
         return self._compute_units(local_positions)
 
     def _compute_units(self, local_positions: NDArray[np.int64]) -> NDArray[np.int64]:

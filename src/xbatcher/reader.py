@@ -163,6 +163,13 @@ class BlockCache:
                 self._bytes -= old.nbytes
                 self.evictions += 1
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickles as an empty cache with the same budget (e.g. for a worker process)."""
+        return {"max_bytes": self.max_bytes}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["max_bytes"])  # type: ignore[misc]
+
     def clear(self) -> None:
         with self._lock:
             self._data.clear()
@@ -248,6 +255,11 @@ class InMemorySource(Source):
 
     def read(self, region: tuple[slice, ...]) -> NDArray[Any]:
         return self.array[region]
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_views"] = {}  # strided views would pickle as full copies
+        return state
 
     def windows_view(self, lengths: tuple[int, ...]) -> NDArray[Any]:
         view = self._views.get(lengths)
