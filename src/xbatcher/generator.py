@@ -189,6 +189,7 @@ class BatchGenerator:
             for name in self._builder.windowed_coords + self._builder.block_coords
         }
         self._var_dims = {name: data[name].dims for name in data.data_vars}
+        self._sizes = dict(ds.sizes)
         self._layouts: dict[Hashable, VarLayout] = {
             name: plan_layout(self.schema, list(ds.dims), dims)
             for name, dims in self._var_dims.items()
@@ -511,15 +512,9 @@ class BatchGenerator:
         return per_var
 
     def _xarray_for(self, units: NDArray[np.int64]) -> Batch:
-        windows = self._windows(units)
         if self.schema.mode == "window" and self.preload_batch:
-            lazy = {k: self._sources[k] for k in self._builder._lazy_vars}
-            first = {d: int(s[0]) for d, s in windows.starts.items()}
-            return self._builder.build_window(
-                self._gather_all(windows, lazy),
-                self._gather_all(windows, self._coord_sources),
-                first,
-            )
+            return self._window_xarray(int(units[0]))
+        windows = self._windows(units)
         if self.preload_batch:
             arrays = self._gather_all(windows, self._sources)
             coords = self._gather_all(windows, self._coord_sources)
@@ -530,6 +525,36 @@ class BatchGenerator:
             {d: int(s[0]) for d, s in windows.starts.items()} if windows.count else {}
         )
         return self._builder.build(arrays, coords, first, units)
+
+    def _window_xarray(self, unit: int) -> Batch:
+        """A 0.4 window batch: scalar arithmetic, one region read per lazy variable."""
+        first = self.schema.window_starts(unit)
+        lengths = {w.dim: w.window for w in self.schema.sliced}
+        sizes = self._sizes
+        reads: dict[Hashable, NDArray[Any]] = {}
+        for sources, names in (
+            (self._sources, self._builder._lazy_vars),
+            (self._coord_sources, list(self._coord_sources)),
+        ):
+            for name in names:
+                src = sources[name]
+                dims = (
+                    self._var_dims[name]
+                    if sources is self._sources
+                    else self._builder.coord_meta[name][0]
+                )
+                region = tuple(
+                    slice(first[d], first[d] + lengths[d])
+                    if d in first
+                    else slice(0, sizes[d])
+                    for d in dims
+                )
+                reads[name] = read_region(src, region, self.block_cache)[
+                    np.newaxis
+                ].copy()
+        lazy = {k: reads[k] for k in self._builder._lazy_vars}
+        coords = {k: reads[k] for k in self._coord_sources}
+        return self._builder.build_window(lazy, coords, first)
 
     def _lazy_all(
         self, windows: Windows, sources: Mapping[Hashable, Source]

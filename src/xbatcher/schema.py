@@ -431,6 +431,15 @@ class BatchSchema:
         count = int(next(iter(starts.values())).size)
         return Windows(starts, lengths, count)
 
+    def window_starts(self, unit: int) -> dict[Hashable, int]:
+        """Start of window ``unit`` along each sliced dim (window mode, scalar)."""
+        out: dict[Hashable, int] = {}
+        rest = int(unit)
+        for w in reversed(self.sliced):
+            rest, k = divmod(rest, w.n_groups)
+            out[w.dim] = k * w.stride if k < w.n_regular else w.size - w.window
+        return out
+
     def unit_window_counts(self, units: NDArray[np.int64]) -> NDArray[np.int64]:
         """Number of windows in each unit (differs only for short concat groups)."""
         units = np.asarray(units, dtype=np.int64).reshape(-1)
