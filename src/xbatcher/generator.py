@@ -189,6 +189,11 @@ class BatchGenerator:
             for name in self._builder.windowed_coords + self._builder.block_coords
         }
         self._var_dims = {name: data[name].dims for name in data.data_vars}
+        # dims of every source, data and coordinate (their names cannot collide)
+        self._source_dims = {
+            **self._var_dims,
+            **{name: data[name].dims for name in self._coord_sources},
+        }
         self._sizes = dict(ds.sizes)
         self._layouts: dict[Hashable, VarLayout] = {
             name: plan_layout(self.schema, list(ds.dims), dims)
@@ -404,12 +409,8 @@ class BatchGenerator:
     ) -> dict[Hashable, NDArray[Any]]:
         out = {}
         for name, src in sources.items():
-            dims = (
-                self._builder.coord_meta[src.key[1]][0]
-                if isinstance(src.key, tuple)
-                else self._var_dims[name]
-            )
-            out[name] = gather(src, self._request(windows, dims), self.block_cache)
+            request = self._request(windows, self._source_dims[name])
+            out[name] = gather(src, request, self.block_cache)
         return out
 
     def _arrays_for(self, batches: list[NDArray[np.int64]]) -> list[ArrayBatch]:
@@ -531,29 +532,18 @@ class BatchGenerator:
         first = self.schema.window_starts(unit)
         lengths = {w.dim: w.window for w in self.schema.sliced}
         sizes = self._sizes
-        reads: dict[Hashable, NDArray[Any]] = {}
-        for sources, names in (
-            (self._sources, self._builder._lazy_vars),
-            (self._coord_sources, list(self._coord_sources)),
-        ):
-            for name in names:
-                src = sources[name]
-                dims = (
-                    self._var_dims[name]
-                    if sources is self._sources
-                    else self._builder.coord_meta[name][0]
-                )
-                region = tuple(
-                    slice(first[d], first[d] + lengths[d])
-                    if d in first
-                    else slice(0, sizes[d])
-                    for d in dims
-                )
-                reads[name] = read_region(src, region, self.block_cache)[
-                    np.newaxis
-                ].copy()
-        lazy = {k: reads[k] for k in self._builder._lazy_vars}
-        coords = {k: reads[k] for k in self._coord_sources}
+
+        def read(src: Source, name: Hashable) -> NDArray[Any]:
+            region = tuple(
+                slice(first[d], first[d] + lengths[d])
+                if d in first
+                else slice(0, sizes[d])
+                for d in self._source_dims[name]
+            )
+            return read_region(src, region, self.block_cache)[np.newaxis].copy()
+
+        lazy = {k: read(self._sources[k], k) for k in self._builder._lazy_vars}
+        coords = {k: read(src, k) for k, src in self._coord_sources.items()}
         return self._builder.build_window(lazy, coords, first)
 
     def _lazy_all(

@@ -674,18 +674,3 @@ def gather_grid(
     out = np.empty(view.shape, dtype=block.dtype)
     np.copyto(out, view)
     return out
-
-
-def chunks_touched(source: Source, request: WindowRequest) -> set[tuple[int, ...]]:
-    """The storage chunks a request reads (without reading them)."""
-    if source.bounds is None:
-        return {(0,) * len(source.shape)}
-    out: set[tuple[int, ...]] = set()
-    for i in range(request.count):
-        ranges = []
-        for b, s, n in zip(source.bounds, request.starts, request.lengths, strict=True):
-            a = int(np.searchsorted(b, s[i], side="right") - 1)
-            z = int(np.searchsorted(b, s[i] + n - 1, side="right") - 1)
-            ranges.append(range(a, z + 1))
-        out.update(itertools.product(*ranges))
-    return out

@@ -104,14 +104,11 @@ def chunk_labels(
     src = sources[name]
     assert src.bounds is not None
     dims = var_dims[name]
-    windows = schema.unit_windows(units) if schema.mode != "concat" else None
-    if windows is None:  # concat: label a batch by its first window
+    starts = schema.unit_windows(units).starts
+    if schema.mode == "concat":  # a batch expands to many windows: use its first
         counts = schema.unit_window_counts(units)
-        allw = schema.unit_windows(units)
         first = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        starts = {d: s[first] for d, s in allw.starts.items()}
-    else:
-        starts = windows.starts
+        starts = {d: s[first] for d, s in starts.items()}
     ids = []
     for d, b in zip(dims, src.bounds, strict=True):
         s = starts.get(d)
