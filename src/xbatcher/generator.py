@@ -596,7 +596,8 @@ class BatchGenerator:
         self, indices: range, step: int
     ) -> Iterator[tuple[int, list[NDArray[np.int64]]]]:
         """Units of consecutive groups of batches; with chunked sources, the chunks of
-        group k + 1 are decoded in a background thread while group k is gathered."""
+        the next ``_READAHEAD_GROUPS`` groups are decoded together in a background
+        thread while the current group is gathered."""
         firsts = range(indices.start, indices.stop, step)
         if not any(s.bounds is not None for s in self._sources.values()):
             for first in firsts:
@@ -628,7 +629,7 @@ class BatchGenerator:
             )
 
     def _group_size(self) -> int:
-        """Batches gathered at once while iterating (about 8 MiB of output)."""
+        """Batches gathered at once while iterating (about ``_GROUP_BYTES`` of output)."""
         s = self.schema
         sizes = dict(s.sizes)
         windows = {w.dim: w.window for w in s.sliced}
