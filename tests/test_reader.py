@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from unittest import mock
 
 import dask.array as dsa
 import numpy as np
@@ -13,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import xbatcher as xb
+from xbatcher import reader
 from xbatcher.errors import SchemaError
 from xbatcher.reader import (
     BlockCache,
@@ -110,7 +112,10 @@ def test_chunked_gather_equals_numpy(shape, chunk, data):
     chunks = (regular_chunks(shape[0], chunk[0]), regular_chunks(shape[1], chunk[1]))
     src = CountingSource(array, chunks)
     cache = BlockCache(2**20)
-    np.testing.assert_array_equal(gather(src, request, cache), expected)
+    # big gathers share their chunk groups among threads: force that for tiny ones
+    parallel = data.draw(st.booleans(), label="parallel gather")
+    with mock.patch.object(reader, "_PARALLEL_GATHER_BYTES", 0 if parallel else 2**60):
+        np.testing.assert_array_equal(gather(src, request, cache), expected)
     np.testing.assert_array_equal(
         gather(InMemorySource("v", array), request, None), expected
     )

@@ -59,9 +59,10 @@ _MAX_GROUP = 512
 # pools are more random but gather from more memory (slower, cache-unfriendly): on the
 # S1 benchmark 32-64 MiB pools were fastest.
 _DEFAULT_RESIDENT_BYTES = 64 * 2**20
-_READAHEAD_GROUPS = (
-    16  # groups of batches (32 MiB of output) whose chunks are prefetched together
-)
+# output bytes whose chunks are decoded ahead of the consumer (capped at a quarter of
+# the block cache, so prefetched chunks are not evicted before they are used); about
+# two chunk-aware shuffle pools, so the next pool decodes while this one is gathered
+_READAHEAD_BYTES = 128 * 2**20
 _PAGE = 4096  # positions whose units are computed together for in-order bgen[i] calls
 
 
@@ -596,14 +597,14 @@ class BatchGenerator:
         self, indices: range, step: int
     ) -> Iterator[tuple[int, list[NDArray[np.int64]]]]:
         """Units of consecutive groups of batches; with chunked sources, the chunks of
-        the next ``_READAHEAD_GROUPS`` groups are decoded together in a background
-        thread while the current group is gathered."""
+        the next groups (``_READAHEAD_BYTES`` of output) are requested together from a
+        background thread while the current group is gathered."""
         firsts = range(indices.start, indices.stop, step)
         if not any(s.bounds is not None for s in self._sources.values()):
             for first in firsts:
                 yield first, self._batch_units(first, min(first + step, indices.stop))
             return
-        ahead = _READAHEAD_GROUPS
+        ahead = self._readahead_groups(step)
         with ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="xbatcher-prefetch"
         ) as pool:
@@ -611,15 +612,21 @@ class BatchGenerator:
             for k, first in enumerate(firsts):
                 units = self._batch_units(first, min(first + step, indices.stop))
                 future = pending.pop(k, None)
-                if future is not None:
+                if future is not None and (future.done() or k % ahead == 0):
                     future.result()  # re-raises a failed read here, never hangs
                 if k % ahead == 0 and k + 1 < len(firsts):
-                    # the chunks of the next `ahead` groups, in one read (bulk decode)
+                    # the chunks of the next `ahead` groups, requested at once
                     last = min(k + ahead, len(firsts) - 1)
                     stop = min(firsts[last] + step, indices.stop)
                     job = pool.submit(self._prefetch, firsts[k + 1], stop)
                     pending.update(dict.fromkeys(range(k + 1, last + 1), job))
                 yield first, units
+
+    def _readahead_groups(self, step: int) -> int:
+        """Groups of ``step`` batches whose chunks are requested ahead at once."""
+        group_bytes = max(1, step * self._batch_nbytes())
+        budget = min(_READAHEAD_BYTES, self.block_cache.max_bytes // 4)
+        return max(1, budget // group_bytes)
 
     def _prefetch(self, first: int, stop: int) -> None:
         windows = self._windows(np.concatenate(self._batch_units(first, stop)))
@@ -630,6 +637,10 @@ class BatchGenerator:
 
     def _group_size(self) -> int:
         """Batches gathered at once while iterating (about ``_GROUP_BYTES`` of output)."""
+        return int(max(1, min(_MAX_GROUP, _GROUP_BYTES // self._batch_nbytes())))
+
+    def _batch_nbytes(self) -> int:
+        """Bytes of one (full) batch, all variables."""
         s = self.schema
         sizes = dict(s.sizes)
         windows = {w.dim: w.window for w in s.sliced}
@@ -646,7 +657,7 @@ class BatchGenerator:
                 * s.windows_per_unit
                 * (s.batch_size or 1)
             )
-        return int(max(1, min(_MAX_GROUP, _GROUP_BYTES // max(batch_bytes, 1))))
+        return max(1, batch_bytes)
 
     def _epoch_indices(self) -> range:
         start, self._resume_at = self._resume_at, 0

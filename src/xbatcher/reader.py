@@ -15,10 +15,11 @@ import bisect
 import functools
 import itertools
 import math
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable, Iterable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +44,41 @@ __all__ = [
 ]
 
 _DEFAULT_BLOCK_BYTES = 16 * 2**20
+# gathers of at least this many output bytes are shared among the cores
+_PARALLEL_GATHER_BYTES = 2**20
+_MAX_THREADS = 8
+_pools_lock = threading.Lock()
+_pools: dict[str, tuple[int, ThreadPoolExecutor]] = {}
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (at most 8)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(_MAX_THREADS, cores))
+
+
+def worker_pool(kind: str) -> ThreadPoolExecutor:
+    """The process-wide thread pool for ``kind`` (``"decode"``: chunk decoding, one
+    thread per usable core; ``"gather"``: helpers that share big gathers, one fewer).
+    A forked child (a DataLoader worker, say) gets pools of its own."""
+    pid = os.getpid()
+    with _pools_lock:
+        entry = _pools.get(kind)
+        if entry is None or entry[0] != pid:
+            workers = usable_cores() - (kind == "gather")
+            entry = (
+                pid,
+                ThreadPoolExecutor(
+                    max(1, workers), thread_name_prefix=f"xbatcher-{kind}"
+                ),
+            )
+            _pools[kind] = entry
+        return entry[1]
+
+
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
 _UNITS.update({"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40})
 
@@ -205,6 +241,8 @@ class Source:
     shape: tuple[int, ...]
     dtype: np.dtype[Any]
     bounds: tuple[NDArray[np.int64], ...] | None
+    #: True when :meth:`submit_chunk` reads chunks concurrently in a pool
+    submits_chunks: bool = False
 
     def read(self, region: tuple[slice, ...]) -> NDArray[Any]:
         """Read a region (a tuple of slices) as a numpy array."""
@@ -213,6 +251,10 @@ class Source:
     def read_chunks(self, chunk_ids: Sequence[tuple[int, ...]]) -> list[NDArray[Any]]:
         """Read whole chunks (by chunk index tuple)."""
         return [self.read(self.chunk_region(c)) for c in chunk_ids]
+
+    def submit_chunk(self, cid: tuple[int, ...]) -> Future[NDArray[Any]]:
+        """Start reading one chunk in the background (sources with ``submits_chunks``)."""
+        raise NotImplementedError
 
     def chunk_region(self, cid: tuple[int, ...]) -> tuple[slice, ...]:
         assert self.bounds is not None
@@ -300,8 +342,8 @@ class LazySource(Source):
 
     Chunks are the storage chunks the backend reports (``encoding['preferred_chunks']``
     or ``encoding['chunks']``); without them, blocks of about 16 MiB along the leading
-    dims. (Backends such as Zarr decode with their own thread pools; reading several
-    chunks from extra threads here only adds contention, so chunks are read in turn.)
+    dims. Zarr variables that :mod:`xbatcher.zarr_source` understands get the faster
+    :class:`~xbatcher.zarr_source.ZarrSource` instead.
     """
 
     def __init__(self, key: Hashable, variable: xr.Variable) -> None:
@@ -390,6 +432,11 @@ def make_source(key: Hashable, variable: xr.Variable) -> Source:
         return DaskSource(key, variable.data)
     if getattr(variable, "_in_memory", True):
         return InMemorySource(key, np.asarray(variable.values))
+    from .zarr_source import ZarrSource, direct_decoders
+
+    direct = direct_decoders(variable)
+    if direct is not None:
+        return ZarrSource(key, variable, *direct)
     return LazySource(key, variable)
 
 
@@ -458,6 +505,49 @@ def _gather_array(
     return out
 
 
+def _chunk_spans(
+    source: Source, request: WindowRequest
+) -> tuple[list[NDArray[np.intp]], list[NDArray[np.intp]]]:
+    """Per axis, the chunk each window starts in and the chunk it ends in."""
+    assert source.bounds is not None
+    c_lo = [
+        np.searchsorted(b, s, side="right") - 1
+        for b, s in zip(source.bounds, request.starts, strict=True)
+    ]
+    c_hi = [
+        np.searchsorted(b, s + (n - 1), side="right") - 1
+        for b, s, n in zip(source.bounds, request.starts, request.lengths, strict=True)
+    ]
+    return c_lo, c_hi
+
+
+def _needed_chunks(
+    source: Source, c_lo: list[NDArray[np.intp]], c_hi: list[NDArray[np.intp]]
+) -> list[tuple[int, ...]]:
+    """The chunks some window touches, in order of first appearance."""
+    nchunks = source.nchunks
+    if not c_lo:
+        return [()]
+    lo = np.ravel_multi_index(c_lo, nchunks)
+    hi = np.ravel_multi_index(c_hi, nchunks)
+    # one entry per distinct (first chunk, last chunk) pair; most windows lie in
+    # one chunk, so this is usually just the distinct first chunks
+    total = math.prod(nchunks)
+    pairs, first = np.unique(lo * total + hi, return_index=True)
+    needed: dict[tuple[int, ...], None] = {}
+    for pair in pairs[np.argsort(first, kind="stable")].tolist():
+        a = np.unravel_index(pair // total, nchunks)
+        z = np.unravel_index(pair % total, nchunks)
+        needed.update(
+            dict.fromkeys(
+                itertools.product(
+                    *(range(int(i), int(j) + 1) for i, j in zip(a, z, strict=True))
+                )
+            )
+        )
+    return list(needed)
+
+
 def _plan_chunked(
     source: Source, request: WindowRequest
 ) -> tuple[
@@ -465,20 +555,10 @@ def _plan_chunked(
     list[tuple[int, ...]],
 ]:
     """Group windows by the chunk they start in; list the chunks the request needs."""
-    assert source.bounds is not None
-    starts, lengths = request.starts, request.lengths
-    bounds = source.bounds
-    c_lo = [
-        np.searchsorted(b, s, side="right") - 1
-        for b, s in zip(bounds, starts, strict=True)
-    ]
-    c_hi = [
-        np.searchsorted(b, s + (n - 1), side="right") - 1
-        for b, s, n in zip(bounds, starts, lengths, strict=True)
-    ]
-    keys = (
-        np.ravel_multi_index(c_lo, source.nchunks) if starts else np.zeros(1, np.int64)
-    )
+    c_lo, c_hi = _chunk_spans(source, request)
+    if not c_lo:
+        return [(np.zeros(1, np.intp), (), ())], [()]
+    keys = np.ravel_multi_index(c_lo, source.nchunks)
     order = np.argsort(keys, kind="stable")
     cuts = np.flatnonzero(np.diff(keys[order])) + 1
     plans = []
@@ -486,28 +566,15 @@ def _plan_chunked(
         lo = tuple(int(c[idx[0]]) for c in c_lo)
         hi = tuple(int(c[idx].max()) for c in c_hi)
         plans.append((idx, lo, hi))
-    # the chunks some window touches (a group's bounding box may hold others)
-    lo_rows = np.stack(c_lo, axis=1) if starts else np.zeros((1, 0), np.int64)
-    hi_rows = np.stack(c_hi, axis=1) if starts else np.zeros((1, 0), np.int64)
-    straddle = (lo_rows != hi_rows).any(axis=1)
-    needed: dict[tuple[int, ...], None] = dict.fromkeys(
-        map(tuple, np.unique(lo_rows[~straddle], axis=0).tolist())
-    )
-    for w in np.flatnonzero(straddle).tolist():
-        ranges = (
-            range(a, b + 1)
-            for a, b in zip(lo_rows[w].tolist(), hi_rows[w].tolist(), strict=True)
-        )
-        needed.update(dict.fromkeys(itertools.product(*ranges)))
-    return plans, list(needed)
+    return plans, _needed_chunks(source, c_lo, c_hi)
 
 
 def prefetch(source: Source, request: WindowRequest, cache: BlockCache) -> None:
     """Decode the chunks a request will need into ``cache`` (for a background thread)."""
     if source.bounds is None:
         return
-    _, needed = _plan_chunked(source, request)
-    _fetch_chunks(source, needed, cache)
+    needed = _needed_chunks(source, *_chunk_spans(source, request))
+    _fetch_chunks(source, needed, cache, wait=not source.submits_chunks)
 
 
 def _gather_chunked(
@@ -528,8 +595,24 @@ def _gather_chunked(
     if len(plans) == 1:
         return _gather_group(source, chunks, plans[0], starts, lengths, None)
     out = np.empty((request.count, *lengths), dtype=source.dtype)
-    for plan in plans:
-        _gather_group(source, chunks, plan, starts, lengths, out)
+    helpers = usable_cores() - 1
+    if helpers < 1 or out.nbytes < _PARALLEL_GATHER_BYTES:
+        for plan in plans:
+            _gather_group(source, chunks, plan, starts, lengths, out)
+        return out
+    # numpy copies without the GIL: the other cores take a share of the groups
+    shares: list[list[Any]] = [[] for _ in range(helpers + 1)]
+    for j, plan in enumerate(sorted(plans, key=lambda p: -p[0].size)):
+        shares[j % len(shares)].append(plan)
+
+    def run(share: list[Any]) -> None:
+        for plan in share:
+            _gather_group(source, chunks, plan, starts, lengths, out)
+
+    tasks = [worker_pool("gather").submit(run, share) for share in shares[1:]]
+    run(shares[0])
+    for task in tasks:
+        task.result()
     return out
 
 
@@ -587,10 +670,19 @@ def _assemble(
 
 
 def _fetch_chunks(
-    source: Source, chunk_ids: Iterable[tuple[int, ...]], cache: BlockCache | None
+    source: Source,
+    chunk_ids: Iterable[tuple[int, ...]],
+    cache: BlockCache | None,
+    wait: bool = True,
 ) -> dict[tuple[int, ...], NDArray[Any]]:
     """Chunks from the cache; missing ones are read once even when two threads (the
-    prefetcher and the consumer) ask for them at the same time."""
+    prefetcher and the consumer) ask for them at the same time.
+
+    Sources that decode in a pool (``submit_chunk``) get one task per chunk, and each
+    chunk enters the cache as soon as it is decoded, so a consumer waits only for the
+    chunks it needs. With ``wait=False`` (prefetching) the reads are only started, and
+    the result holds the chunks that were already cached.
+    """
     found: dict[tuple[int, ...], NDArray[Any]] = {}
     if cache is None:
         ids = list(chunk_ids)
@@ -605,7 +697,12 @@ def _fetch_chunks(
             mine.append(cid)
         else:
             waiting.append((cid, future))
-    if mine:
+    if mine and source.submits_chunks and (len(mine) > 1 or not wait):
+        for cid in mine:
+            task = source.submit_chunk(cid)
+            task.add_done_callback(functools.partial(_settle, cache, (source.key, cid)))
+            waiting.append((cid, task))
+    elif mine:
         try:
             blocks = source.read_chunks(mine)
         except BaseException as err:
@@ -615,9 +712,19 @@ def _fetch_chunks(
         for cid, block in zip(mine, blocks, strict=True):
             found[cid] = block
             cache.put((source.key, cid), block)
-    for cid, future in waiting:
-        found[cid] = future.result()
+    if wait:
+        for cid, future in waiting:
+            found[cid] = future.result()
     return found
+
+
+def _settle(cache: BlockCache, key: Hashable, task: Future[NDArray[Any]]) -> None:
+    """Hand a finished chunk read to the cache (and to the threads waiting on it)."""
+    err = task.exception()
+    if err is not None:
+        cache.fail(key, err)
+    else:
+        cache.put(key, task.result())
 
 
 def read_region(

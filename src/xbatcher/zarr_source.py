@@ -1,0 +1,340 @@
+"""Direct Zarr chunk reads: raw chunk bytes from the store, decoded in our own threads.
+
+A variable that xarray opened lazily from Zarr (``xr.open_dataset(..., engine="zarr")``
+or ``open_zarr(..., chunks=None)``) is, underneath, a ``zarr.Array`` behind a few
+lazy wrappers: a basic (slice) index, CF decoding functions such as masking and scaling,
+and copy-on-write and memory-cache shells. :func:`find_backing` unwraps those; when
+every layer is one we understand, :class:`ZarrSource` reads a storage chunk by fetching
+its bytes from the store and decoding them with the codec (numcodecs) straight into a
+numpy buffer, then applies xarray's elementwise CF functions. Several chunks decode in
+parallel in the reader's decode pool (zstd, blosc and gzip release the GIL), while the
+caller goes on gathering windows from the chunks it already has.
+
+Why not ask Zarr for the region? Zarr decodes one request's chunks on its event loop
+and copies them into a freshly allocated output; reading every chunk of the benchmark
+store that way takes about 1.7x the time of this path with one thread and about 3x with
+two (``docs/performance.md``). Anything this module does not recognise (sharding,
+filters, transposing codecs, F order, non-native byte order, vectorised indexes,
+object dtypes, other xarray wrappers) falls back to :class:`~xbatcher.reader.LazySource`,
+which reads through xarray, so the direct path is an optimisation and never a
+requirement. Tests compare both paths value for value.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import xarray as xr
+from numpy.typing import NDArray
+
+from .errors import XbatcherError
+from .reader import LazySource, _bounds, worker_pool
+
+__all__ = ["ChunkDecodeError", "ZarrSource", "direct_decoders", "find_backing"]
+
+
+class ChunkDecodeError(XbatcherError, ValueError):
+    """A stored chunk could not be decoded into the shape and dtype the array declares."""
+
+
+@dataclass(frozen=True)
+class Backing:
+    """What a lazily opened variable is, underneath: ``funcs(array[offsets...])``."""
+
+    array: Any  # zarr.Array
+    offsets: tuple[int, ...]
+    funcs: tuple[Callable[[Any], Any], ...]  # innermost first
+
+
+def find_backing(variable: xr.Variable) -> Backing | None:
+    """Unwrap xarray's lazy layers down to a ``zarr.Array``; ``None`` when some layer
+    is not one this module can reproduce exactly."""
+    try:
+        from xarray.backends.zarr import ZarrArrayWrapper
+        from xarray.coding.common import _ElementwiseFunctionArray
+        from xarray.core.indexing import (
+            BasicIndexer,
+            CopyOnWriteArray,
+            LazilyIndexedArray,
+            MemoryCachedArray,
+        )
+    except ImportError:  # xarray reorganised its internals: use the generic path
+        return None
+    data: Any = variable._data
+    funcs: list[Callable[[Any], Any]] = []
+    # slices from the outside in; composed once the inner shape is known
+    views: list[tuple[slice, ...]] = []
+    while True:
+        if isinstance(data, MemoryCachedArray | CopyOnWriteArray):
+            data = data.array
+        elif isinstance(data, _ElementwiseFunctionArray):
+            funcs.append(data.func)
+            data = data.array
+        elif isinstance(data, LazilyIndexedArray):
+            key = data.key
+            if type(key) is not BasicIndexer or not all(
+                isinstance(k, slice) and k.step in (None, 1) for k in key.tuple
+            ):
+                return None
+            views.append(key.tuple)
+            data = data.array
+        elif isinstance(data, ZarrArrayWrapper):
+            array = data.get_array()  # type: ignore[no-untyped-call]
+            break
+        else:
+            return None
+    offsets = [0] * len(array.shape)
+    shape = list(array.shape)
+    for view in reversed(views):  # the innermost index applies first
+        if len(view) != len(shape):
+            return None
+        for axis, k in enumerate(view):
+            start, stop, _ = k.indices(shape[axis])
+            offsets[axis] += start
+            shape[axis] = max(0, stop - start)
+    if tuple(shape) != tuple(variable.shape):
+        return None
+    return Backing(array, tuple(offsets), tuple(reversed(funcs)))
+
+
+def _native(dtype: np.dtype[Any]) -> bool:
+    return dtype.byteorder in ("=", "|") or dtype.byteorder == (
+        "<" if np.little_endian else ">"
+    )
+
+
+def _decoders(array: Any) -> list[Any] | None:
+    """numcodecs codecs that undo the array's bytes-to-bytes codecs, outermost first;
+    ``None`` when the encoding is one this module does not reproduce."""
+    import numcodecs
+
+    meta = array.metadata
+    fmt = getattr(meta, "zarr_format", None)
+    if fmt == 2:
+        if meta.filters or meta.order != "C":
+            return None
+        return [] if meta.compressor is None else [meta.compressor]
+    if fmt != 3:
+        return None
+    codecs = list(meta.codecs)
+    if not codecs or type(codecs[0]).__name__ != "BytesCodec":
+        return None  # array-to-array codecs (transpose), sharding, vlen...
+    endian = getattr(codecs[0], "endian", None)
+    if endian is not None and endian.value != ("little" if np.little_endian else "big"):
+        return None
+    known: dict[str, Callable[[], Any]] = {
+        "ZstdCodec": numcodecs.Zstd,
+        "GzipCodec": numcodecs.GZip,
+        "BloscCodec": numcodecs.Blosc,
+    }
+    out = []
+    for codec in codecs[1:]:
+        make = known.get(type(codec).__name__)
+        if make is None:
+            return None
+        out.append(make())
+    return out[::-1]
+
+
+_local = threading.local()
+
+
+def _read_bytes(store: Any, key: str) -> Any:
+    """The stored bytes of ``key`` (a buffer valid until this thread's next call);
+    ``None`` for a chunk that was never written."""
+    root = getattr(store, "root", None)
+    if type(store).__name__ == "LocalStore" and root is not None:
+        try:
+            with open(os.path.join(os.fspath(root), key), "rb", buffering=0) as f:
+                size = os.fstat(f.fileno()).st_size
+                # one reused buffer per thread: no fresh pages to fault in per chunk
+                buf = getattr(_local, "buf", None)
+                if buf is None or len(buf) < size + 1:
+                    buf = _local.buf = bytearray(max(size + 1, 2**20))
+                n = f.readinto(buf)
+                if n == size + 1 or n is None:  # the file grew under us: read it all
+                    f.seek(0)
+                    return f.read()
+                return memoryview(buf)[:n]
+        except FileNotFoundError:
+            return None
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+
+    stored = sync(store.get(key, prototype=default_buffer_prototype()))
+    return None if stored is None else stored.to_bytes()
+
+
+class ZarrSource(LazySource):
+    """A lazily opened Zarr variable whose storage chunks are read and decoded
+    directly (see the module docstring). Region reads (``read``) still go through
+    xarray."""
+
+    def __init__(
+        self,
+        key: Hashable,
+        variable: xr.Variable,
+        backing: Backing,
+        decoders: list[Any],
+    ) -> None:
+        super().__init__(key, variable)
+        array = backing.array
+        self.backing = backing
+        self._decoders = decoders
+        self._stored_dtype = np.dtype(array.dtype)
+        self._chunk_shape = tuple(int(c) for c in array.chunks)
+        self._fill = array.fill_value
+        self._store = array.store_path.store
+        self._prefix = array.store_path.path
+        self._first = tuple(
+            o // c for o, c in zip(backing.offsets, self._chunk_shape, strict=True)
+        )
+        self.bounds = _bounds(self.storage_chunks())
+
+    def storage_chunks(self) -> tuple[tuple[int, ...], ...]:
+        """Chunk sizes of this view along each dim: the storage chunks it overlaps,
+        cut at the view's edges."""
+        out = []
+        for off, n, c in zip(
+            self.backing.offsets, self.shape, self._chunk_shape, strict=True
+        ):
+            if n == 0:
+                out.append((0,))
+                continue
+            edges = [off, *range((off // c + 1) * c, off + n, c), off + n]
+            out.append(tuple(b - a for a, b in itertools.pairwise(edges)))
+        return tuple(out)
+
+    submits_chunks = True
+
+    def submit_chunk(self, cid: tuple[int, ...]) -> Future[NDArray[Any]]:
+        return worker_pool("decode").submit(self._read_chunk, cid)
+
+    def read_chunks(self, chunk_ids: Sequence[tuple[int, ...]]) -> list[NDArray[Any]]:
+        """Decode the chunks, several at once in the decode pool."""
+        if len(chunk_ids) < 2:
+            return [self._read_chunk(c) for c in chunk_ids]
+        return list(worker_pool("decode").map(self._read_chunk, chunk_ids))
+
+    def _read_chunk(self, cid: tuple[int, ...]) -> NDArray[Any]:
+        stored = tuple(c + f for c, f in zip(cid, self._first, strict=True))
+        key = self.backing.array.metadata.encode_chunk_key(stored)
+        if self._prefix:
+            key = f"{self._prefix}/{key}"
+        # the part of the stored chunk inside this view
+        local = []
+        for s, c, off, n in zip(
+            stored, self._chunk_shape, self.backing.offsets, self.shape, strict=True
+        ):
+            lo, hi = max(s * c, off), min((s + 1) * c, off + n)
+            local.append(slice(lo - s * c, hi - s * c))
+        raw = _read_bytes(self._store, key)
+        if raw is None:
+            shape = tuple(sl.stop - sl.start for sl in local)
+            block: NDArray[Any] = np.full(shape, self._fill, dtype=self._stored_dtype)
+        else:
+            full = self._decode(raw, key)
+            block = full[tuple(local)]
+            if block.size != full.size:  # a view would pin the whole chunk in cache
+                block = block.copy()
+        for func in self.backing.funcs:
+            block = np.asarray(func(block))
+        if block.dtype != self.dtype:
+            raise ChunkDecodeError(
+                f"chunk {key!r} decoded to dtype {block.dtype}, but the variable "
+                f"declares {self.dtype}; open the dataset with chunks={{}} to read it "
+                "through dask instead."
+            )
+        return block
+
+    def _decode(self, raw: Any, key: str) -> NDArray[Any]:
+        out = np.empty(self._chunk_shape, dtype=self._stored_dtype)
+        data: Any = raw
+        try:
+            for codec in self._decoders[:-1]:
+                data = codec.decode(data)
+            if self._decoders:
+                last = self._decoders[-1]
+                # codecs decode a short payload into the front of `out` without a
+                # word, so the size the payload declares is checked first
+                if _declared_size(last, data) == out.nbytes:
+                    last.decode(data, out=out)
+                    return out
+                data = last.decode(data)
+        except (ValueError, RuntimeError, TypeError) as err:
+            raise ChunkDecodeError(
+                f"chunk {key!r} of {self.backing.array.store_path} could not be "
+                f"decoded into {self._chunk_shape} {self._stored_dtype}: {err}"
+            ) from err
+        flat = np.frombuffer(data, dtype=np.uint8)
+        if flat.size != out.nbytes:
+            raise ChunkDecodeError(
+                f"chunk {key!r} of {self.backing.array.store_path} could not be "
+                f"decoded: it holds {flat.size} bytes, but {self._chunk_shape} "
+                f"{self._stored_dtype} needs {out.nbytes}."
+            )
+        out.reshape(-1).view(np.uint8)[:] = flat
+        return out
+
+
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def _declared_size(codec: Any, data: Any) -> int | None:
+    """The decoded size a compressed payload declares in its header (zstd frame
+    content size, blosc header, gzip trailer); ``None`` when it does not say."""
+    view = memoryview(data).cast("B")
+    head = bytes(view[:18])  # every header field read below lies in the first 18
+    name = type(codec).__name__
+    if name == "Zstd" and len(head) >= 6 and head[:4] == _ZSTD_MAGIC:
+        descriptor = head[4]
+        single_segment = (descriptor >> 5) & 1
+        pos = 5 + (1 - single_segment) + (0, 1, 2, 4)[descriptor & 3]
+        width = (single_segment, 2, 4, 8)[descriptor >> 6]
+        if width == 0 or len(head) < pos + width:
+            return None
+        size = int.from_bytes(head[pos : pos + width], "little")
+        return size + 256 if width == 2 else size
+    if name == "Blosc" and len(head) >= 16:
+        return int.from_bytes(head[4:8], "little")
+    if name == "GZip" and len(head) >= 18 and head[:2] == b"\x1f\x8b":
+        return int.from_bytes(bytes(view[-4:]), "little")  # ISIZE: size mod 2**32
+    return None
+
+
+def direct_decoders(variable: xr.Variable) -> tuple[Backing, list[Any]] | None:
+    """The backing and codecs for a direct read of ``variable``, or ``None``."""
+    backing = find_backing(variable)
+    if backing is None:
+        return None
+    array = backing.array
+    if not hasattr(array, "metadata") or not hasattr(array, "store_path"):
+        return None  # zarr 2 library
+    if getattr(array, "shards", None) is not None:
+        return None
+    try:
+        stored = np.dtype(array.dtype)
+    except TypeError:
+        return None
+    if stored.hasobject or not _native(stored) or stored.kind in "OSUT":
+        return None
+    decoders = _decoders(array)
+    if decoders is None:
+        return None
+    # the CF functions must give the variable's dtype (probe on an empty array)
+    probe: Any = np.zeros(0, dtype=stored)
+    try:
+        for func in backing.funcs:
+            probe = np.asarray(func(probe))
+    except Exception:
+        return None
+    if probe.dtype != np.dtype(variable.dtype):
+        return None
+    return backing, decoders

@@ -1,0 +1,362 @@
+"""Direct Zarr chunk reads (``xbatcher.zarr_source``) against xarray's own reading.
+
+Every case writes a real Zarr store, opens it lazily with xarray, and checks that the
+source :func:`~xbatcher.reader.make_source` picks reads each chunk exactly as xarray
+reads the same region, and that generator batches equal ``isel`` of the same windows.
+Encodings the direct path does not reproduce must fall back to the generic reader.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import pickle
+import warnings
+from typing import Any
+
+import numcodecs
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+import zarr
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import xbatcher as xb
+from reference import reference_batches, reference_sample_batches
+from xbatcher.reader import BlockCache, LazySource, make_source
+from xbatcher.zarr_source import ChunkDecodeError, ZarrSource
+
+SHAPE = (9, 10, 7)
+CHUNKS = (4, 3, 7)
+
+
+def _data(dtype: str = "float32") -> xr.Dataset:
+    values = np.arange(np.prod(SHAPE)).reshape(SHAPE)
+    return xr.Dataset(
+        {"v": (("time", "lat", "lon"), values.astype(dtype), {"units": "K"})},
+        coords={
+            "time": pd.date_range("2001-01-01", periods=SHAPE[0]),
+            "lat": np.linspace(-10.0, 10.0, SHAPE[1]),
+        },
+    )
+
+
+def _open(path: Any, **kwargs: Any) -> xr.Dataset:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return xr.open_dataset(
+            path, engine="zarr", chunks=None, consolidated=False, **kwargs
+        )
+
+
+def _write(ds: xr.Dataset, path: Any, encoding: dict[str, Any], **kwargs: Any) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds.to_zarr(
+            path,
+            mode="w",
+            consolidated=False,
+            encoding={"v": {"chunks": CHUNKS, **encoding}},
+            **kwargs,
+        )
+
+
+def _check_chunks(src: Any, expected: np.ndarray) -> None:
+    """Every chunk the source reports equals the same region of ``expected``, and
+    the chunks tile the array."""
+    ids = [tuple(c) for c in np.ndindex(*src.nchunks)]
+    blocks = src.read_chunks(ids)
+    covered = np.zeros(expected.shape, dtype=int)
+    for cid, block in zip(ids, blocks, strict=True):
+        region = src.chunk_region(cid)
+        assert block.dtype == expected.dtype
+        np.testing.assert_array_equal(block, expected[region])
+        covered[region] += 1
+    assert (covered == 1).all()
+
+
+# name, dataset dtype, encoding, extra to_zarr kwargs, direct path expected
+ENCODINGS = [
+    ("zstd", "float32", {}, {}, True),
+    ("blosc", "float32", {"compressors": (zarr.codecs.BloscCodec(),)}, {}, True),
+    ("gzip", "int32", {"compressors": (zarr.codecs.GzipCodec(level=1),)}, {}, True),
+    ("uncompressed", "float64", {"compressors": None}, {}, True),
+    ("zarr-v2", "float32", {}, {"zarr_format": 2}, True),
+    (
+        "zarr-v2-blosc",
+        "int16",
+        {"compressors": (numcodecs.Blosc(cname="lz4"),)},
+        {"zarr_format": 2},
+        True,
+    ),
+    (
+        "zarr-v2-filters",
+        "int32",
+        {"filters": (numcodecs.Delta(dtype="i4"),)},
+        {"zarr_format": 2},
+        False,
+    ),
+    ("sharded", "float32", {"shards": (8, 6, 7)}, {}, False),
+    (
+        "crc32c",
+        "float32",
+        {"compressors": (zarr.codecs.ZstdCodec(), zarr.codecs.Crc32cCodec())},
+        {},
+        False,
+    ),
+    (
+        "big-endian",
+        "float32",
+        {"serializer": zarr.codecs.BytesCodec(endian="big")},
+        {},
+        False,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("dtype", "encoding", "kwargs", "direct"),
+    [e[1:] for e in ENCODINGS],
+    ids=[e[0] for e in ENCODINGS],
+)
+def test_encodings_read_like_xarray(tmp_path, dtype, encoding, kwargs, direct):
+    path = tmp_path / "s.zarr"
+    _write(_data(dtype), path, encoding, **kwargs)
+    ds = _open(path)
+    src = make_source("v", ds["v"].variable)
+    assert isinstance(src, ZarrSource) is direct
+    assert isinstance(src, LazySource)  # the fallback reads through xarray
+    assert src.nchunks == tuple(-(-n // c) for n, c in zip(SHAPE, CHUNKS, strict=True))
+    _check_chunks(src, _open(path)["v"].values)
+
+
+def test_cf_decoding_is_applied_like_xarray(tmp_path):
+    """Scale/offset, a _FillValue mask and time decoding are xarray's lazy functions:
+    the direct path applies them to each decoded chunk."""
+    ds = _data("float64")
+    ds["v"][0, 0, :3] = np.nan
+    ds["when"] = ("time", pd.date_range("1990-01-01", periods=SHAPE[0], freq="6h"))
+    path = tmp_path / "cf.zarr"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds.to_zarr(
+            path,
+            mode="w",
+            consolidated=False,
+            encoding={
+                "v": {
+                    "chunks": CHUNKS,
+                    "dtype": "int16",
+                    "scale_factor": 0.5,
+                    "add_offset": -3.0,
+                    "_FillValue": -32768,
+                },
+                "when": {"chunks": (4,)},
+            },
+        )
+    opened = _open(path)
+    expected = _open(path).load()
+    for name in ("v", "when"):
+        src = make_source(name, opened[name].variable)
+        assert isinstance(src, ZarrSource)
+        assert src.backing.funcs  # the CF functions were found
+        _check_chunks(src, expected[name].values)
+    assert np.isnan(expected["v"].values[0, 0, :3]).all()
+    np.testing.assert_array_equal(expected["v"].values, ds["v"].values)
+
+
+def test_missing_chunks_read_as_the_fill_value(tmp_path):
+    path = tmp_path / "sparse.zarr"
+    _write(_data(), path, {"_FillValue": -1.0})
+    for t in (1, 2):  # chunks never written (or deleted) are absent from the store
+        for f in (path / "v" / "c" / str(t)).rglob("*"):
+            if f.is_file():
+                f.unlink()
+    files = [f for f in (path / "v" / "c").rglob("*") if f.is_file()]
+    assert {f.relative_to(path / "v" / "c").parts[0] for f in files} == {"0"}
+    src = make_source("v", _open(path)["v"].variable)
+    assert isinstance(src, ZarrSource)
+    expected = _open(path)["v"].values
+    assert np.isnan(expected[4:]).all() and not np.isnan(expected[:4]).any()
+    _check_chunks(src, expected)
+
+
+def test_views_of_the_store_keep_their_offsets(tmp_path):
+    """``isel`` before batching: chunk bounds follow the storage chunks inside the
+    view, so each chunk is still decoded once."""
+    path = tmp_path / "s.zarr"
+    _write(_data(), path, {})
+    full = _open(path)
+    view = full.isel(time=slice(2, 9), lat=slice(1, 8)).isel(lat=slice(1, None))
+    src = make_source("v", view["v"].variable)
+    assert isinstance(src, ZarrSource)
+    assert src.backing.offsets == (2, 2, 0)
+    # storage chunks of 4 along time, 3 along lat, cut at the view's edges
+    assert [list(np.diff(b)) for b in src.bounds] == [[2, 4, 1], [1, 3, 2], [7]]
+    _check_chunks(src, view["v"].values)
+    # an integer index drops a dim: not a plain view, so the generic reader
+    assert not isinstance(make_source("v", full["v"].isel(lon=2).variable), ZarrSource)
+
+
+@settings(max_examples=25, deadline=None)
+@given(data=st.data())
+def test_any_view_of_any_chunking_reads_like_numpy(tmp_path_factory, data):
+    shape = data.draw(st.tuples(*[st.integers(1, 9)] * 2), label="shape")
+    chunks = tuple(data.draw(st.integers(1, n), label="chunk") for n in shape)
+    values = np.arange(np.prod(shape), dtype=np.int32).reshape(shape)
+    path = tmp_path_factory.mktemp("h") / "s.zarr"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        xr.Dataset({"v": (("a", "b"), values)}).to_zarr(
+            path, mode="w", consolidated=False, encoding={"v": {"chunks": chunks}}
+        )
+    sel = {}
+    for dim, n in zip(("a", "b"), shape, strict=True):
+        start = data.draw(st.integers(0, n - 1), label=f"start[{dim}]")
+        stop = data.draw(st.integers(start + 1, n), label=f"stop[{dim}]")
+        sel[dim] = slice(start, stop)
+    var = _open(path)["v"].isel(sel).variable
+    src = make_source("v", var)
+    assert isinstance(src, ZarrSource)
+    _check_chunks(src, values[sel["a"], sel["b"]])
+
+
+@pytest.mark.parametrize("shuffle", [False, "chunks", True])
+def test_generator_batches_equal_isel(tmp_path, shuffle):
+    path = tmp_path / "s.zarr"
+    ds = _data()
+    _write(ds, path, {})
+    lazy = _open(path)
+    params = {"input_dims": {"lat": 5, "lon": 7}, "input_overlap": {"lat": 2}}
+    seed = 3 if shuffle else None
+    bgen = xb.BatchGenerator(lazy, **params, batch_size=4, shuffle=shuffle, seed=seed)
+    assert isinstance(bgen._sources["v"], ZarrSource)
+    expected = reference_sample_batches(_open(path).load(), **params, batch_size=1)
+    by_number = {int(b["sample"][0]): b.isel(sample=0, drop=True) for b in expected}
+    for i, (batch, array) in enumerate(zip(bgen, bgen.arrays, strict=True)):
+        numbers = bgen.batch_units(i).tolist()
+        assert batch["sample"].values.tolist() == numbers
+        for j, n in enumerate(numbers):
+            xr.testing.assert_identical(
+                batch.isel(sample=j, drop=True).drop_vars("sample", errors="ignore"),
+                by_number[n].drop_vars("sample", errors="ignore"),
+            )
+            np.testing.assert_array_equal(array["v"][j], by_number[n]["v"].values)
+
+
+def test_non_local_stores_are_read_directly(tmp_path):
+    """A store that is not a local directory (here zarr's MemoryStore) is read
+    through the store's async ``get``."""
+    store = zarr.storage.MemoryStore()
+    _write(_data(), store, {})
+    src = make_source("v", _open(store)["v"].variable)
+    assert isinstance(src, ZarrSource)
+    _check_chunks(src, _data()["v"].values)
+
+
+def test_corrupt_chunks_raise_a_clear_error_every_time(tmp_path):
+    path = tmp_path / "s.zarr"
+    _write(_data(), path, {})
+    (path / "v" / "c" / "1" / "0" / "0").write_bytes(b"not zstd at all")
+    short = numcodecs.Zstd().encode(np.zeros(5, np.float32).tobytes())
+    (path / "v" / "c" / "2" / "0" / "0").write_bytes(short)
+    src = make_source("v", _open(path)["v"].variable)
+    assert isinstance(src, ZarrSource)
+    with pytest.raises(ChunkDecodeError, match=r"chunk 'v/c/1/0/0'"):
+        src.read_chunks([(1, 0, 0)])
+    with pytest.raises(ValueError, match=r"chunk 'v/c/2/0/0'.*could not be decoded"):
+        src.read_chunks([(2, 0, 0)])
+    # the generator surfaces it on every epoch and never hangs; whatever it yielded
+    # before (batches are gathered in groups, so maybe nothing) is correct
+    input_dims = {"time": 1, "lat": 10, "lon": 7}
+    expected = reference_batches(_data(), input_dims)
+    bgen = xb.BatchGenerator(_open(path), input_dims=input_dims)
+    for _ in range(2):
+        seen = []
+        with pytest.raises(ChunkDecodeError):
+            for batch in bgen:
+                seen.append(batch)
+        assert len(seen) <= 4  # time 4 lives in the corrupt chunk
+        for batch, exp in zip(seen, expected, strict=False):
+            xr.testing.assert_identical(batch, exp)
+    # batches of the intact chunk are still served one by one
+    for t in range(4):
+        xr.testing.assert_identical(bgen[t], expected[t])
+    with pytest.raises(ChunkDecodeError):
+        bgen[4]
+
+
+def _epoch_in_child(payload: bytes, queue: Any) -> None:
+    bgen = pickle.loads(payload)
+    queue.put([np.asarray(b["v"]).copy() for b in bgen.arrays])
+
+
+def test_forked_and_unpickled_generators_decode_in_their_own_pools(tmp_path):
+    """A DataLoader worker forks after the parent decoded in its thread pools: the
+    child must start pools of its own instead of waiting on the parent's threads."""
+    path = tmp_path / "s.zarr"
+    _write(_data(), path, {})
+    bgen = xb.BatchGenerator(
+        _open(path), input_dims={"lat": 5, "lon": 7}, batch_size=6, shuffle="chunks"
+    )
+    parent = [np.asarray(b["v"]).copy() for b in bgen.arrays]  # warms the pools
+    bgen.set_epoch(0)
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_epoch_in_child, args=(pickle.dumps(bgen), queue))
+    proc.start()
+    child = queue.get(timeout=60)
+    proc.join(timeout=60)
+    assert proc.exitcode == 0
+    assert len(child) == len(parent)
+    for a, b in zip(parent, child, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_chunks_enter_the_cache_as_they_are_decoded(tmp_path):
+    """A prefetch starts one decode per chunk and returns at once; the consumer then
+    waits only for the chunks it asks for, each decoded once."""
+    from xbatcher.reader import WindowRequest, gather, prefetch
+
+    path = tmp_path / "s.zarr"
+    _write(_data(), path, {})
+    src = make_source("v", _open(path)["v"].variable)
+    assert isinstance(src, ZarrSource)
+    cache = BlockCache(2**30)
+    starts = (np.array([0, 4, 8]), np.array([0, 3, 6]), np.array([0, 0, 0]))
+    request = WindowRequest(starts, (1, 3, 7), 3)
+    prefetch(src, request, cache)
+    out = gather(src, request, cache)
+    values = _data()["v"].values
+    for k in range(3):
+        np.testing.assert_array_equal(
+            out[k, 0], values[starts[0][k], starts[1][k] : starts[1][k] + 3]
+        )
+    stats = cache.stats()
+    assert stats["resident_chunks"] == 3
+    # chunks (0, 0, 0), (1, 1, 0), (2, 2, 0): 4, 4 and 1 time steps of 3 x 7 float32
+    assert stats["decoded_bytes"] == (4 + 4 + 1) * 3 * 7 * 4
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    size=st.one_of(
+        st.integers(0, 300), st.integers(65_000, 66_000), st.integers(0, 3_000_000)
+    ),
+    name=st.sampled_from(["Zstd", "Blosc", "GZip"]),
+    level=st.integers(1, 5),
+)
+def test_declared_sizes_match_what_the_codecs_write(size, name, level):
+    """The header fields read before decoding into a preallocated buffer (a wrong
+    size there would leave part of a batch uninitialised)."""
+    from xbatcher.zarr_source import _declared_size
+
+    codec = {
+        "Zstd": numcodecs.Zstd(level=level),
+        "Blosc": numcodecs.Blosc(clevel=level),
+        "GZip": numcodecs.GZip(level=level),
+    }[name]
+    payload = (np.arange(size, dtype=np.uint32) % 251).astype(np.uint8).tobytes()
+    assert _declared_size(codec, codec.encode(payload)) == size
+    assert _declared_size(numcodecs.LZ4(), numcodecs.LZ4().encode(payload)) is None
