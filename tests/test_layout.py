@@ -56,3 +56,33 @@ def test_views_for_in_memory_window_batches_and_copies_for_arrays():
     assert not np.shares_memory(arrays["a"], ds["a"].values)
     assert arrays["a"].flags.c_contiguous and arrays["b"].flags.c_contiguous
     np.testing.assert_array_equal(arrays["b"], batch["b"].values)
+
+
+@pytest.mark.parametrize("kind", ["Dataset", "DataArray"])
+def test_sample_batches_are_the_same_with_and_without_direct_construction(kind):
+    """Sample mode builds batches with xarray's internal constructors; the result
+    (values, coords, indexes, attrs, and the order of variables and dims) equals the
+    public ``xr.Dataset(...)`` route, and a failing internal constructor falls back."""
+    ds = make_ds().assign_coords(label=("time", ["a", "b", "c", "d"]), scalar=1.5)
+    obj = ds if kind == "Dataset" else ds["a"]
+    params = {"input_dims": {"lat": 3, "lon": 4}, "batch_size": 5, "shuffle": True}
+    fast = xb.BatchGenerator(obj, **params, seed=1)
+    slow = xb.BatchGenerator(obj, **params, seed=1)
+    assert fast._builder.fast_sample
+    slow._builder.fast_sample = False
+    broken = xb.BatchGenerator(obj, **params, seed=1)
+
+    def changed(*args, **kwargs):
+        raise AttributeError("xarray moved calculate_dimensions")
+
+    broken._builder._sample_direct = changed
+    for a, b, c in zip(fast, slow, broken, strict=True):
+        xr.testing.assert_identical(a, b)
+        xr.testing.assert_identical(c, b)
+        assert list(a.coords) == list(b.coords)
+        assert list(a.dims) == list(b.dims)
+        assert type(a.indexes["sample"]) is type(b.indexes["sample"])
+        if kind == "Dataset":
+            assert list(a.variables) == list(b.variables)
+            assert list(a.data_vars) == list(b.data_vars)
+    assert fast._builder.fast_sample and not broken._builder.fast_sample

@@ -586,12 +586,43 @@ class BatchGenerator:
 
     def __iter__(self) -> Iterator[Batch]:
         indices = self._epoch_indices()
+        # sample batches of a group are gathered together (one chunk plan, one copy
+        # per chunk) and then wrapped one by one
+        grouped = (
+            self.schema.mode == "sample"
+            and self.preload_batch
+            and self._batch_cache is None
+        )
         for first, batches in self._groups_of_batches(indices, self._group_size()):
+            built = self._sample_xarrays(batches) if grouped else None
             for j, units in enumerate(batches):
-                batch = self._cached_xarray_for(units)
+                batch = built[j] if built else self._cached_xarray_for(units)
                 self._position = first + j + 1
                 yield batch
         self._end_epoch()
+
+    def _sample_xarrays(self, batches: list[NDArray[np.int64]]) -> list[Batch]:
+        """Sample-mode batches of one group, from one gather of all their windows."""
+        windows = self._windows(np.concatenate(batches))
+        arrays = self._gather_all(windows, self._sources)
+        coords = self._gather_all(windows, self._coord_sources)
+        out: list[Batch] = []
+        lo = 0
+        for units in batches:
+            hi = lo + units.size
+            first = (
+                {d: int(s[lo]) for d, s in windows.starts.items()} if hi > lo else {}
+            )
+            out.append(
+                self._builder.build(
+                    {k: a[lo:hi] for k, a in arrays.items()},
+                    {k: a[lo:hi] for k, a in coords.items()},
+                    first,
+                    units,
+                )
+            )
+            lo = hi
+        return out
 
     def _groups_of_batches(
         self, indices: range, step: int

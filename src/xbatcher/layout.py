@@ -186,6 +186,63 @@ class XarrayBuilder:
             if not getattr(v.variable, "_in_memory", True)
         ]
         self._fixed_coords = [c for c in self.coord_names if c not in self.block_coords]
+        # sample batches: built with xarray's internal constructors as well (checked
+        # against the public-constructor route in the tests)
+        self.fast_sample = mode == "sample" and not self.block_coords
+        self._layouts: dict[tuple[Hashable, ...], VarLayout] = {}
+
+    def _layout(self, dims: tuple[Hashable, ...]) -> VarLayout:
+        lay = self._layouts.get(dims)
+        if lay is None:
+            lay = self._layouts[dims] = plan_layout(self.schema, self.ds_dims, dims)
+        return lay
+
+    def _sample_direct(
+        self,
+        arrays: Mapping[Hashable, Any],
+        coord_arrays: Mapping[Hashable, Any],
+        units: NDArray[np.int64],
+    ) -> xr.Dataset | xr.DataArray:
+        """What :meth:`build` gives in sample mode, without xarray's merge and
+        alignment machinery (the parts are aligned by construction)."""
+        from xarray.core.variable import calculate_dimensions
+
+        data: dict[Hashable, xr.Variable] = {}
+        for name, (dims, attrs) in self.data_vars.items():
+            lay = self._layout(dims)
+            data[name] = xr.Variable(
+                lay.out_dims, layout_array(arrays[name], lay), attrs, fastpath=True
+            )
+        coords: dict[Hashable, xr.Variable] = dict(
+            self.shared_template.coords.variables
+        )
+        for name in self.windowed_coords:
+            dims, attrs = self.coord_meta[name]
+            lay = self._layout(dims)
+            coords[name] = xr.Variable(
+                lay.out_dims,
+                layout_array(coord_arrays[name], lay),
+                attrs,
+                fastpath=True,
+            )
+        index = PandasIndex(pd.Index(units, name="sample"), "sample")
+        coords["sample"] = index.create_variables(
+            {"sample": xr.Variable("sample", units)}
+        )["sample"]
+        indexes = {**self.shared_template.xindexes, "sample": index}
+        if self.is_dataarray:
+            (var,) = data.values()
+            return xr.DataArray(
+                var, coords=coords, name=self.name, indexes=indexes, fastpath=True
+            )
+        variables = {**data, **coords}
+        return xr.Dataset._construct_direct(
+            variables,
+            coord_names=set(coords),
+            dims=calculate_dimensions(variables),
+            attrs=dict(self.attrs),
+            indexes=indexes,
+        )
 
     def _window_coord(
         self, name: Hashable, first_starts: Mapping[Hashable, int]
@@ -347,6 +404,11 @@ class XarrayBuilder:
         """
         schema = self.schema
         mode = schema.mode
+        if mode == "sample" and self.fast_sample:
+            try:
+                return self._sample_direct(arrays, coord_arrays, units)
+            except (AttributeError, TypeError, ImportError):  # xarray changed
+                self.fast_sample = False
         lengths = {w.dim: w.window for w in schema.sliced}
         selector = {
             d: slice(first_starts[d], first_starts[d] + lengths[d])
