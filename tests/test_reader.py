@@ -231,3 +231,27 @@ def test_in_order_epoch_decodes_each_chunk_once():
     stats = bgen.block_cache.stats()
     assert stats["misses"] == 9  # ceil(60 / 7) chunks, each decoded once
     assert stats["decoded_bytes"] == da.nbytes
+
+
+def test_thread_count_setting(monkeypatch):
+    """``XBATCHER_NUM_THREADS`` bounds the reader's threads (for many loader worker
+    processes); a bad value is a clear error; gathers stay correct with 1 thread."""
+    monkeypatch.setenv("XBATCHER_NUM_THREADS", "3")
+    assert reader.usable_cores() == 3
+    assert reader.worker_pool("decode")._max_workers == 3
+    assert reader.worker_pool("gather")._max_workers == 2
+    monkeypatch.setenv("XBATCHER_NUM_THREADS", "1")
+    assert reader.worker_pool("decode")._max_workers == 1
+    array = np.arange(64 * 64, dtype=np.float64).reshape(64, 64)
+    src = DaskSource("d", dsa.from_array(array, chunks=(16, 16)))
+    starts = (np.arange(0, 48, 3), np.arange(0, 48, 3)[::-1].copy())
+    with mock.patch.object(reader, "_PARALLEL_GATHER_BYTES", 0):
+        out = gather(src, WindowRequest(starts, (16, 16), 16), BlockCache(2**30))
+    for k, (y, x) in enumerate(zip(*starts, strict=True)):
+        np.testing.assert_array_equal(out[k], array[y : y + 16, x : x + 16])
+    for bad in ("zero", "0"):
+        monkeypatch.setenv("XBATCHER_NUM_THREADS", bad)
+        with pytest.raises(SchemaError, match=r"XBATCHER_NUM_THREADS must be"):
+            reader.usable_cores()
+    monkeypatch.delenv("XBATCHER_NUM_THREADS")
+    assert 1 <= reader.usable_cores() <= 8

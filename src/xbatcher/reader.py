@@ -48,11 +48,28 @@ _DEFAULT_BLOCK_BYTES = 16 * 2**20
 _PARALLEL_GATHER_BYTES = 2**20
 _MAX_THREADS = 8
 _pools_lock = threading.Lock()
-_pools: dict[str, tuple[int, ThreadPoolExecutor]] = {}
+_pools: dict[str, tuple[int, int, ThreadPoolExecutor]] = {}
 
 
 def usable_cores() -> int:
-    """Cores this process may run on (at most 8)."""
+    """Threads the reader may keep busy: ``XBATCHER_NUM_THREADS`` when set (e.g. 1
+    in each of many loader worker processes), else the cores this process may run
+    on, at most 8."""
+    setting = os.environ.get("XBATCHER_NUM_THREADS", "").strip()
+    if setting:
+        try:
+            wanted = int(setting)
+        except ValueError:
+            raise SchemaError(
+                f"XBATCHER_NUM_THREADS must be a whole number >= 1; got {setting!r}. "
+                "Unset it to use every core."
+            ) from None
+        if wanted < 1:
+            raise SchemaError(
+                f"XBATCHER_NUM_THREADS must be >= 1; got {wanted}. Use 1 to read and "
+                "gather on the calling thread and one decode thread."
+            )
+        return wanted
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
@@ -63,20 +80,18 @@ def usable_cores() -> int:
 def worker_pool(kind: str) -> ThreadPoolExecutor:
     """The process-wide thread pool for ``kind`` (``"decode"``: chunk decoding, one
     thread per usable core; ``"gather"``: helpers that share big gathers, one fewer).
-    A forked child (a DataLoader worker, say) gets pools of its own."""
+    A forked child (a DataLoader worker, say) gets pools of its own, and a changed
+    ``XBATCHER_NUM_THREADS`` a new pool."""
     pid = os.getpid()
+    workers = max(1, usable_cores() - (kind == "gather"))
     with _pools_lock:
         entry = _pools.get(kind)
-        if entry is None or entry[0] != pid:
-            workers = usable_cores() - (kind == "gather")
-            entry = (
-                pid,
-                ThreadPoolExecutor(
-                    max(1, workers), thread_name_prefix=f"xbatcher-{kind}"
-                ),
-            )
-            _pools[kind] = entry
-        return entry[1]
+        if entry is None or entry[:2] != (pid, workers):
+            if entry is not None and entry[0] == pid:
+                entry[2].shutdown(wait=False)  # queued work still runs
+            pool = ThreadPoolExecutor(workers, thread_name_prefix=f"xbatcher-{kind}")
+            entry = _pools[kind] = (pid, workers, pool)
+        return entry[2]
 
 
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
