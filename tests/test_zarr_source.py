@@ -360,3 +360,36 @@ def test_declared_sizes_match_what_the_codecs_write(size, name, level):
     payload = (np.arange(size, dtype=np.uint32) % 251).astype(np.uint8).tobytes()
     assert _declared_size(codec, codec.encode(payload)) == size
     assert _declared_size(numcodecs.LZ4(), numcodecs.LZ4().encode(payload)) is None
+
+
+def _rest_of_epoch_in_child(bgen: Any, queue: Any) -> None:
+    bgen.set_epoch(0)
+    queue.put([np.asarray(b["v"]).copy() for b in bgen.arrays])
+
+
+def test_a_generator_forked_mid_epoch_does_not_wait_on_parent_threads(tmp_path):
+    """Forking while the parent's prefetcher has chunk reads in flight (a DataLoader
+    started mid-epoch): the child inherits the generator, not the threads, and must
+    read those chunks itself instead of waiting for them forever."""
+    path = tmp_path / "s.zarr"
+    _write(_data(), path, {})
+    bgen = xb.BatchGenerator(_open(path), input_dims={"lat": 5, "lon": 7}, batch_size=1)
+    expected = [np.asarray(b["v"]).copy() for b in bgen.arrays]
+    bgen.block_cache.clear()
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    # claim every chunk as in flight, as a prefetch that has not finished would
+    for cid in np.ndindex(*bgen._sources["v"].nchunks):
+        assert bgen.block_cache.claim(("v", cid)) == (None, None)
+    proc = ctx.Process(target=_rest_of_epoch_in_child, args=(bgen, queue))
+    proc.start()
+    try:
+        child = queue.get(timeout=60)
+    finally:
+        proc.join(timeout=10)
+        if proc.is_alive():
+            proc.kill()
+    assert proc.exitcode == 0
+    assert len(child) == len(expected)
+    for a, b in zip(expected, child, strict=True):
+        np.testing.assert_array_equal(a, b)

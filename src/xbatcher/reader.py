@@ -17,6 +17,7 @@ import itertools
 import math
 import os
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Hashable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -49,6 +50,21 @@ _PARALLEL_GATHER_BYTES = 2**20
 _MAX_THREADS = 8
 _pools_lock = threading.Lock()
 _pools: dict[str, tuple[int, int, ThreadPoolExecutor]] = {}
+_live_caches: weakref.WeakSet[BlockCache] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child (a DataLoader worker) inherits this module's state but none of
+    its threads: new pools on first use, and caches that wait on no parent thread."""
+    global _pools_lock
+    _pools_lock = threading.Lock()
+    _pools.clear()
+    for cache in list(_live_caches):
+        cache._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def usable_cores() -> int:
@@ -158,6 +174,14 @@ class BlockCache:
         self.misses = 0
         self.evictions = 0
         self.loaded_bytes = 0
+        _live_caches.add(self)
+
+    def _after_fork(self) -> None:
+        """In a forked child the threads that were loading chunks are gone: forget
+        their claims (waiting on them would hang) and take a fresh lock. Decoded
+        chunks stay: they are the parent's memory, copied on write."""
+        self._lock = threading.Lock()
+        self._inflight = {}
 
     def get(self, key: Hashable) -> NDArray[Any] | None:
         with self._lock:
