@@ -393,3 +393,14 @@ def test_a_generator_forked_mid_epoch_does_not_wait_on_parent_threads(tmp_path):
     assert len(child) == len(expected)
     for a, b in zip(expected, child, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_big_chunk_files_are_read_without_the_reused_buffer(tmp_path, monkeypatch):
+    from xbatcher import zarr_source
+
+    monkeypatch.setattr(zarr_source, "_MAX_REUSED_BUFFER", 16)
+    path = tmp_path / "s.zarr"
+    _write(_data(), path, {})
+    src = make_source("v", _open(path)["v"].variable)
+    assert isinstance(src, ZarrSource)
+    _check_chunks(src, _data()["v"].values)

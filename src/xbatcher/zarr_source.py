@@ -144,6 +144,7 @@ def _decoders(array: Any) -> list[Any] | None:
 
 
 _local = threading.local()
+_MAX_REUSED_BUFFER = 64 * 2**20  # bigger chunk files are read into fresh memory
 
 
 def _read_bytes(store: Any, key: str) -> Any:
@@ -154,6 +155,8 @@ def _read_bytes(store: Any, key: str) -> Any:
         try:
             with open(os.path.join(os.fspath(root), key), "rb", buffering=0) as f:
                 size = os.fstat(f.fileno()).st_size
+                if size > _MAX_REUSED_BUFFER:
+                    return f.read()
                 # one reused buffer per thread: no fresh pages to fault in per chunk
                 buf = getattr(_local, "buf", None)
                 if buf is None or len(buf) < size + 1:
