@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import math
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +160,60 @@ def kind(request: pytest.FixtureRequest) -> str:
 def source(kind: str, as_backend: Callable[[Any], Any]) -> xr.Dataset | xr.DataArray:
     """The standard test data, as DataArray or Dataset, on every backend."""
     return as_backend(make_dataarray() if kind == "DataArray" else make_dataset())
+
+
+# --------------------------------------------------------------------------- services
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[dict[str, Any]]:
+    """A real S3 endpoint over HTTP: moto's server in a child process.
+
+    Yields fsspec ``storage_options`` for s3fs pointing at it (an empty bucket
+    ``xbatcher-test`` exists). Skips only where moto's server or s3fs is missing;
+    the ``test`` extra installs both.
+    """
+    if (
+        importlib.util.find_spec("moto") is None
+        or importlib.util.find_spec("s3fs") is None
+    ):
+        reason = "moto[server] and s3fs are not installed (pip install -e '.[test]')"
+        if os.environ.get("CI"):  # CI installs them: a skip there would hide a gap
+            pytest.fail(reason)
+        pytest.skip(reason)
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("moto server did not start") from None
+                time.sleep(0.1)
+        options = {
+            "key": "testing",
+            "secret": "testing",
+            "client_kwargs": {"endpoint_url": url, "region_name": "eu-west-1"},
+        }
+        import s3fs
+
+        s3fs.S3FileSystem(**options).mkdir("xbatcher-test")
+        yield options
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 # --------------------------------------------------------------------------- schemas
