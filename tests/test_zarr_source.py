@@ -50,14 +50,22 @@ def _open(path: Any, **kwargs: Any) -> xr.Dataset:
         )
 
 
-def _write(ds: xr.Dataset, path: Any, encoding: dict[str, Any], **kwargs: Any) -> None:
+def _write(
+    ds: xr.Dataset,
+    path: Any,
+    encoding: dict[str, Any],
+    others: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> None:
+    """Write ``ds`` with ``encoding`` for ``v`` (chunks CHUNKS) and ``others`` for
+    the other variables."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ds.to_zarr(
             path,
             mode="w",
             consolidated=False,
-            encoding={"v": {"chunks": CHUNKS, **encoding}},
+            encoding={"v": {"chunks": CHUNKS, **encoding}, **(others or {})},
             **kwargs,
         )
 
@@ -138,23 +146,8 @@ def test_cf_decoding_is_applied_like_xarray(tmp_path):
     ds["v"][0, 0, :3] = np.nan
     ds["when"] = ("time", pd.date_range("1990-01-01", periods=SHAPE[0], freq="6h"))
     path = tmp_path / "cf.zarr"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ds.to_zarr(
-            path,
-            mode="w",
-            consolidated=False,
-            encoding={
-                "v": {
-                    "chunks": CHUNKS,
-                    "dtype": "int16",
-                    "scale_factor": 0.5,
-                    "add_offset": -3.0,
-                    "_FillValue": -32768,
-                },
-                "when": {"chunks": (4,)},
-            },
-        )
+    encoding = {"dtype": "int16", "scale_factor": 0.5, "add_offset": -3.0}
+    _write(ds, path, {**encoding, "_FillValue": -32768}, {"when": {"chunks": (4,)}})
     opened = _open(path)
     expected = _open(path).load()
     for name in ("v", "when"):
