@@ -256,3 +256,26 @@ def test_python_dash_m_versions() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert np.__version__ in result.stdout
+
+
+def test_demo_from_a_zarr_store(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--zarr PATH`` writes the dataset to a store and batches it lazily from disk
+    (through the direct Zarr reader), chunk-aware when shuffled; the batches are
+    those of the in-memory dataset."""
+    import xarray as xr
+
+    from xbatcher.zarr_source import ZarrSource
+
+    store = tmp_path / "demo.zarr"
+    argv = ["demo", *SMALL, "--batch-size", "7", "--shuffle", "--zarr", str(store)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"zarr store: {store} (zstd, chunks time=24)" in out
+    assert "shuffle='chunks'" in out
+    lazy = xr.open_dataset(store, engine="zarr", chunks=None, consolidated=False)
+    ds = make_era5_like(16, 64, 96)
+    xr.testing.assert_identical(lazy.compute(), ds)  # compute: lazy stays lazy
+    bgen = BatchGenerator(lazy, input_dims={"lat": 32, "lon": 32}, batch_size=7)
+    assert all(isinstance(s, ZarrSource) for s in bgen._sources.values())
+    reports = _reports(out)
+    assert int(reports["array fast path (bgen.arrays)"]["n"]) == len(bgen)

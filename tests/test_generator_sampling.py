@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -362,7 +363,8 @@ def test_shuffled_epoch_over_a_billion_samples_starts_fast_and_small():
     )
     tracemalloc.start()
     t0 = time.perf_counter()
-    g = xb.BatchGenerator(big, {"x": 10}, batch_size=64, shuffle=True, seed=0)
+    with pytest.warns(xb.errors.XbatcherWarning, match="37.3 GiB of chunked data"):
+        g = xb.BatchGenerator(big, {"x": 10}, batch_size=64, shuffle=True, seed=0)
     units = g.batch_units(0)
     elapsed = time.perf_counter() - t0
     _, peak = tracemalloc.get_traced_memory()
@@ -418,3 +420,30 @@ def test_generator_pickles_with_its_state_for_worker_processes(tmp_path, backend
     for i in range(3):
         np.testing.assert_array_equal(clone.arrays[i], first[i])
         xr.testing.assert_identical(clone[i], g[i])
+
+
+def test_full_shuffle_over_chunked_data_bigger_than_the_cache_warns(tmp_path):
+    """shuffle=True on chunked data that does not fit block_cache_bytes re-decodes
+    chunks for every few batches: the generator says so and names the fix; batches
+    stay exact (gathered in waves that fit the cache)."""
+    values = np.arange(40 * 16 * 16, dtype=np.float64).reshape(40, 16, 16)
+    da = xr.DataArray(values, dims=("time", "y", "x"), name="v").chunk(time=5)
+    params = {"input_dims": {"y": 8, "x": 8}, "batch_size": 16, "shuffle": True}
+    with pytest.warns(xb.errors.XbatcherWarning, match=r"shuffle='chunks'") as record:
+        bgen = xb.BatchGenerator(da, **params, seed=0, block_cache_bytes="40KiB")
+    message = str(record[0].message)
+    assert "80.0 KiB of chunked data" in message  # 40 x 16 x 16 float64
+    assert "block_cache_bytes=40.0 KiB" in message
+    for i, arrays in enumerate(bgen.arrays):
+        for j, n in enumerate(bgen.batch_units(i).tolist()):
+            t, rest = divmod(n, 4)
+            y, x = divmod(rest, 2)
+            np.testing.assert_array_equal(
+                arrays[j], values[t, 8 * y : 8 * y + 8, 8 * x : 8 * x + 8]
+            )
+    assert bgen.block_cache.stats()["resident_bytes"] <= 40 * 1024
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # fits the default cache, or not chunked
+        xb.BatchGenerator(da, **params, seed=0)
+        xb.BatchGenerator(da.compute(), **params, seed=0, block_cache_bytes="1KiB")
+        xb.BatchGenerator(da, **{**params, "shuffle": "chunks"}, block_cache_bytes=0)

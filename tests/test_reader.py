@@ -255,3 +255,49 @@ def test_thread_count_setting(monkeypatch):
             reader.usable_cores()
     monkeypatch.delenv("XBATCHER_NUM_THREADS")
     assert 1 <= reader.usable_cores() <= 8
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    shape=st.tuples(st.integers(4, 16), st.integers(4, 16)),
+    chunk=st.tuples(st.integers(1, 4), st.integers(1, 4)),
+    cache_chunks=st.integers(1, 6),
+    data=st.data(),
+)
+def test_gathers_needing_more_chunks_than_the_cache_holds(
+    shape, chunk, cache_chunks, data
+):
+    """A request touching more chunk bytes than half the cache (a full shuffle over
+    big data) is gathered in waves: still exact, and the cache stays in budget."""
+    array = np.arange(np.prod(shape), dtype=np.float64).reshape(shape)
+    chunks = (regular_chunks(shape[0], chunk[0]), regular_chunks(shape[1], chunk[1]))
+    src = CountingSource(array, chunks)
+    cache = BlockCache(cache_chunks * src.chunk_nbytes)
+    k = data.draw(st.integers(2, 30))
+    wy, wx = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 3))
+    ys = np.array(
+        data.draw(st.lists(st.integers(0, shape[0] - wy), min_size=k, max_size=k))
+    )
+    xs = np.array(
+        data.draw(st.lists(st.integers(0, shape[1] - wx), min_size=k, max_size=k))
+    )
+    out = gather(src, WindowRequest((ys, xs), (wy, wx), k), cache)
+    for j in range(k):
+        np.testing.assert_array_equal(
+            out[j], array[ys[j] : ys[j] + wy, xs[j] : xs[j] + wx]
+        )
+    assert cache.stats()["resident_bytes"] <= cache.max_bytes
+
+
+def test_prefetch_decodes_at_most_its_budget():
+    array = np.arange(64 * 64, dtype=np.float32).reshape(64, 64)
+    src = CountingSource(array, (regular_chunks(64, 8), regular_chunks(64, 64)))
+    starts = (np.arange(0, 64, 4), np.zeros(16, dtype=np.int64))  # 8 chunks
+    request = WindowRequest(starts, (2, 64), 16)
+    cache = BlockCache(2**30)
+    reader.prefetch(src, request, cache, max_bytes=3 * src.chunk_nbytes)
+    assert src.reads == [(0, 0), (1, 0), (2, 0)]  # the first chunks it needs
+    np.testing.assert_array_equal(
+        gather(src, request, cache), np.stack([array[y : y + 2] for y in starts[0]])
+    )
+    assert sorted(src.reads) == [(c, 0) for c in range(8)]  # the rest read once

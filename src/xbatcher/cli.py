@@ -82,7 +82,9 @@ def _build_parser() -> argparse.ArgumentParser:
         "the 0.4 layout",
     )
     batching.add_argument(
-        "--shuffle", action="store_true", help="shuffle the batch or sample order"
+        "--shuffle",
+        action="store_true",
+        help="shuffle the batch or sample order (chunk-aware with --zarr)",
     )
     batching.add_argument(
         "--seed",
@@ -102,6 +104,13 @@ def _build_parser() -> argparse.ArgumentParser:
         "--xarray",
         action="store_true",
         help="also time the xarray (0.4-compatible) path, `for batch in bgen`",
+    )
+    run.add_argument(
+        "--zarr",
+        metavar="PATH",
+        default=None,
+        help="write the dataset to a Zarr store at PATH (overwritten) and batch it "
+        "lazily from disk; needs xbatcher[zarr]",
     )
     run.add_argument(
         "--no-progress", action="store_true", help="do not show a progress bar"
@@ -130,6 +139,7 @@ def _demo(args: argparse.Namespace) -> int:
         seed=args.seed,
         epochs=args.epochs,
         xarray=args.xarray,
+        zarr_store=args.zarr,
         progress=not args.no_progress,
     )
     return 0

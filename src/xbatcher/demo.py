@@ -8,16 +8,20 @@ reanalysis data.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
+import warnings
 from collections.abc import Hashable, Iterable, Iterator, Mapping
-from typing import TextIO, TypedDict, TypeVar
+from pathlib import Path
+from typing import Literal, TextIO, TypedDict, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 import xarray as xr
 
+from xbatcher.errors import OptionalDependencyError
 from xbatcher.generator import BatchGenerator
 
 __all__ = ["DemoStats", "make_era5_like", "run_demo"]
@@ -377,6 +381,46 @@ def _report(label: str, count: int, nbytes: int, seconds: float, out: TextIO) ->
     )
 
 
+ZARR_CHUNK_TIME = 24  # time steps per Zarr chunk in the demo store (~6 MB per chunk)
+
+
+def _to_zarr_and_reopen(
+    ds: xr.Dataset, store: str | os.PathLike[str], out: TextIO
+) -> xr.Dataset:
+    """Write ``ds`` to a Zarr store and open it again lazily (no dask)."""
+    try:
+        from zarr.codecs import ZstdCodec
+    except ImportError:
+        raise OptionalDependencyError(
+            "the demo's Zarr store needs zarr: pip install 'xbatcher[zarr]'"
+        ) from None
+    chunks: dict[Hashable, int] = {
+        "time": ZARR_CHUNK_TIME,
+        "lat": ds.sizes["lat"],
+        "lon": ds.sizes["lon"],
+    }
+    encoding = {
+        name: {
+            "chunks": tuple(chunks[d] for d in ds[name].dims),
+            "compressors": (ZstdCodec(level=3),),
+        }
+        for name in ds.data_vars
+    }
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zarr's consolidated-metadata notice
+        ds.to_zarr(store, mode="w", encoding=encoding, consolidated=False)
+        lazy = xr.open_dataset(store, engine="zarr", chunks=None, consolidated=False)
+    stored = sum(f.stat().st_size for f in Path(store).rglob("*") if f.is_file())
+    print(
+        f"zarr store: {os.fspath(store)} (zstd, chunks time={ZARR_CHUNK_TIME}), "
+        f"{stored / 1e9:.2f} GB on disk, written in {time.perf_counter() - start:.1f} s; "
+        "batches are read from it lazily",
+        file=out,
+    )
+    return lazy
+
+
 def run_demo(
     n_time: int = DEFAULT_SIZES["time"],
     n_lat: int = DEFAULT_SIZES["lat"],
@@ -389,6 +433,7 @@ def run_demo(
     seed: int = 0,
     epochs: int = 1,
     xarray: bool = False,
+    zarr_store: str | os.PathLike[str] | None = None,
     progress: bool = True,
     file: TextIO | None = None,
 ) -> DemoStats:
@@ -410,13 +455,20 @@ def run_demo(
     batch_size : int, optional
         Switch to sample-level batches of this many windows.
     shuffle : bool, default False
-        Shuffle the order of batches (or samples with ``batch_size``).
+        Shuffle the order of batches (or samples with ``batch_size``): a full
+        shuffle in memory, the chunk-aware shuffle (``shuffle="chunks"``) on a Zarr
+        store.
     seed : int, default 0
         Seed of the dataset noise and of the shuffle.
     epochs : int, default 1
         Number of epochs timed on each path.
     xarray : bool, default False
         Also time the xarray (0.4-compatible) path, ``for batch in bgen``.
+    zarr_store : path, optional
+        Write the dataset to a Zarr store here (zstd, chunks of
+        ``ZARR_CHUNK_TIME`` time steps; overwritten) and batch it lazily from disk
+        (``xr.open_dataset(..., engine="zarr")``), as a dataset too big for memory
+        would be. Needs the ``zarr`` extra.
     progress : bool, default True
         Show a progress bar on stderr: tqdm when installed (``xbatcher[cli]``), a
         plain counter otherwise.
@@ -467,13 +519,19 @@ def run_demo(
         file=out,
     )
 
+    if zarr_store is not None:
+        ds = _to_zarr_and_reopen(ds, zarr_store, out)
+
     shuffle_seed = seed if shuffle else None  # a seed without shuffle warns
+    order: bool | Literal["chunks"] = shuffle
+    if shuffle and zarr_store is not None:
+        order = "chunks"  # a full shuffle would decode chunks again and again
     if batch_size is None:
         bgen = BatchGenerator(
             ds,
             input_dims=windows,
             batch_dims=blocks,
-            shuffle=shuffle,
+            shuffle=order,
             seed=shuffle_seed,
         )
         spec = f"input_dims={windows}, batch_dims={blocks}"
@@ -482,12 +540,12 @@ def run_demo(
             ds,
             input_dims=windows,
             batch_size=batch_size,
-            shuffle=shuffle,
+            shuffle=order,
             seed=shuffle_seed,
         )
         spec = f"input_dims={windows}, batch_size={batch_size}"
     n = len(bgen)
-    print(f"BatchGenerator({spec}, shuffle={shuffle}): {n} batches", file=out)
+    print(f"BatchGenerator({spec}, shuffle={order!r}): {n} batches", file=out)
     _print_layout(bgen, out)
 
     count, nbytes, seconds = _epochs(

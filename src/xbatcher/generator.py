@@ -30,6 +30,7 @@ from .reader import (
     BlockCache,
     Source,
     WindowRequest,
+    format_bytes,
     gather,
     gather_grid,
     make_source,
@@ -262,6 +263,7 @@ class BatchGenerator:
                 )
             return SequentialSampler()
         if shuffle is True:
+            self._warn_if_full_shuffle_thrashes()
             return ShuffleSampler(seed=seed)
         if shuffle == "chunks":
             budget = (
@@ -277,6 +279,26 @@ class BatchGenerator:
             f"shuffle must be True, False or 'chunks'; got {shuffle!r}. Use shuffle=True "
             "for a full shuffle or shuffle='chunks' for a chunk-aware one."
         )
+
+    def _warn_if_full_shuffle_thrashes(self) -> None:
+        """A full shuffle over chunked data that does not fit the chunk cache decodes
+        most chunks again for every few batches: say so, and what to do instead."""
+        chunked = [
+            s for s in self._sources.values() if s.bounds is not None and s.shape
+        ]
+        total = sum(math.prod(s.shape) * s.dtype.itemsize for s in chunked)
+        budget = self.block_cache.max_bytes
+        if chunked and total > budget:
+            warnings.warn(
+                f"shuffle=True draws each batch from anywhere in {format_bytes(total)} "
+                f"of chunked data, more than block_cache_bytes={format_bytes(budget)}, "
+                "so chunks are decoded again and again "
+                "(slow). Use shuffle='chunks' (a chunk-aware shuffle that decodes "
+                "each chunk about once per epoch), or raise block_cache_bytes above "
+                "the data size.",
+                XbatcherWarning,
+                stacklevel=4,
+            )
 
     # ------------------------------------------------------------------ 0.4 attributes
     @property
@@ -661,9 +683,14 @@ class BatchGenerator:
 
     def _prefetch(self, first: int, stop: int) -> None:
         windows = self._windows(np.concatenate(self._batch_units(first, stop)))
+        # prefetched chunks must still be cached when they are used
+        budget = self.block_cache.max_bytes // (4 * max(1, len(self._sources)))
         for name, src in self._sources.items():
             prefetch(
-                src, self._request(windows, self._var_dims[name]), self.block_cache
+                src,
+                self._request(windows, self._var_dims[name]),
+                self.block_cache,
+                budget,
             )
 
     def _group_size(self) -> int:

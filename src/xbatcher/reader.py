@@ -37,6 +37,7 @@ __all__ = [
     "InMemorySource",
     "LazySource",
     "Source",
+    "format_bytes",
     "gather",
     "make_source",
     "parse_bytes",
@@ -112,6 +113,22 @@ def worker_pool(kind: str) -> ThreadPoolExecutor:
 
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
 _UNITS.update({"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40})
+
+
+def format_bytes(n: int) -> str:
+    """A byte count for messages, in binary units.
+
+    Examples
+    --------
+    >>> format_bytes(512), format_bytes(81920), format_bytes(3 * 2**30)
+    ('512 B', '80.0 KiB', '3.0 GiB')
+    """
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
 
 
 def parse_bytes(value: int | str, what: str = "block_cache_bytes") -> int:
@@ -397,7 +414,7 @@ class LazySource(Source):
 
     def read_chunks(self, chunk_ids: Sequence[tuple[int, ...]]) -> list[NDArray[Any]]:
         """Chunks that fill a box are read with one backend call: Zarr then decodes
-        them concurrently, about twice as fast as one call per chunk on 2 cores."""
+        them concurrently, 1.3-1.7x faster than one call per chunk on 2 cores."""
         if len(chunk_ids) < 2:
             return super().read_chunks(chunk_ids)
         # runs of chunks consecutive along the first axis (same elsewhere) form boxes
@@ -420,7 +437,7 @@ class LazySource(Source):
 
     def _read_box(self, ids: list[tuple[int, ...]]) -> list[NDArray[Any]]:
         """Chunks that fill a box, with one backend call (Zarr decodes them
-        concurrently: about twice as fast as one call per chunk on 2 cores)."""
+        concurrently: 1.3-1.7x faster than one call per chunk on 2 cores)."""
         if len(ids) == 1:
             return [self.read(self.chunk_region(ids[0]))]
         first, last = self.chunk_region(ids[0]), self.chunk_region(ids[-1])
@@ -608,11 +625,19 @@ def _plan_chunked(
     return plans, _needed_chunks(source, c_lo, c_hi)
 
 
-def prefetch(source: Source, request: WindowRequest, cache: BlockCache) -> None:
-    """Decode the chunks a request will need into ``cache`` (for a background thread)."""
+def prefetch(
+    source: Source,
+    request: WindowRequest,
+    cache: BlockCache,
+    max_bytes: int | None = None,
+) -> None:
+    """Decode the chunks a request will need into ``cache`` (for a background thread):
+    the first ones it needs, up to ``max_bytes`` of chunks."""
     if source.bounds is None:
         return
     needed = _needed_chunks(source, *_chunk_spans(source, request))
+    if max_bytes is not None:
+        needed = needed[: max(0, max_bytes // max(1, source.chunk_nbytes))]
     _fetch_chunks(source, needed, cache, wait=not source.submits_chunks)
 
 
@@ -629,8 +654,18 @@ def _gather_chunked(
         out[0] = block
         return out
     plans, needed = _plan_chunked(source, request)
-    chunks = _fetch_chunks(source, needed, cache)
     starts, lengths = request.starts, request.lengths
+    if cache is not None and len(needed) * source.chunk_nbytes > cache.max_bytes // 2:
+        # more chunks than the cache holds (a full shuffle over big data): gather in
+        # waves of chunks that fit, so memory stays within the budget
+        out = np.empty((request.count, *lengths), dtype=source.dtype)
+        for wave_plans, wave_ids in _waves(source, plans, needed, cache.max_bytes // 2):
+            chunks = _fetch_chunks(source, wave_ids, cache)
+            for plan in wave_plans:
+                _gather_group(source, chunks, plan, starts, lengths, out)
+            del chunks
+        return out
+    chunks = _fetch_chunks(source, needed, cache)
     if len(plans) == 1:
         return _gather_group(source, chunks, plans[0], starts, lengths, None)
     out = np.empty((request.count, *lengths), dtype=source.dtype)
@@ -653,6 +688,38 @@ def _gather_chunked(
     for task in tasks:
         task.result()
     return out
+
+
+def _waves(
+    source: Source,
+    plans: list[tuple[NDArray[np.intp], tuple[int, ...], tuple[int, ...]]],
+    needed: list[tuple[int, ...]],
+    budget: int,
+) -> Iterable[tuple[list[Any], list[tuple[int, ...]]]]:
+    """Consecutive plans whose chunks together stay within ``budget`` bytes (at least
+    one plan per wave), with those chunks."""
+    touched = set(needed)
+    per_chunk = max(1, source.chunk_nbytes)
+    wave: list[Any] = []
+    ids: dict[tuple[int, ...], None] = {}
+    for plan in plans:
+        _, lo, hi = plan
+        mine = [
+            cid
+            for cid in itertools.product(
+                *(range(a, b + 1) for a, b in zip(lo, hi, strict=True))
+            )
+            if cid in touched
+        ]
+        new = [cid for cid in mine if cid not in ids]
+        if wave and (len(ids) + len(new)) * per_chunk > budget:
+            yield wave, list(ids)
+            wave, ids = [], {}
+            new = mine
+        wave.append(plan)
+        ids.update(dict.fromkeys(new))
+    if wave:
+        yield wave, list(ids)
 
 
 def _gather_group(
