@@ -24,8 +24,9 @@ from hypothesis import strategies as st
 
 import xbatcher as xb
 from reference import reference_batches, reference_sample_batches
+from xbatcher.errors import ChunkDecodeError
 from xbatcher.reader import BlockCache, LazySource, make_source
-from xbatcher.zarr_source import ChunkDecodeError, ZarrSource
+from xbatcher.zarr_source import ZarrSource
 
 SHAPE = (9, 10, 7)
 CHUNKS = (4, 3, 7)

@@ -7,6 +7,7 @@ would naturally catch, so ``except ValueError`` keeps working.
 from __future__ import annotations
 
 __all__ = [
+    "ChunkDecodeError",
     "DimensionError",
     "InputTypeError",
     "OptionalDependencyError",
@@ -38,6 +39,11 @@ class InputTypeError(XbatcherError, TypeError):
 
 class StateError(XbatcherError, ValueError):
     """A saved iteration state does not match this generator."""
+
+
+class ChunkDecodeError(XbatcherError, ValueError):
+    """A stored chunk could not be decoded into the shape and dtype its array
+    declares (a corrupt or truncated chunk); the message names the chunk's key."""
 
 
 class OptionalDependencyError(XbatcherError, ImportError):

@@ -34,14 +34,10 @@ import numpy as np
 import xarray as xr
 from numpy.typing import NDArray
 
-from .errors import XbatcherError
+from .errors import ChunkDecodeError
 from .reader import LazySource, _bounds, worker_pool
 
-__all__ = ["ChunkDecodeError", "ZarrSource", "direct_decoders", "find_backing"]
-
-
-class ChunkDecodeError(XbatcherError, ValueError):
-    """A stored chunk could not be decoded into the shape and dtype the array declares."""
+__all__ = ["ZarrSource", "direct_decoders", "find_backing"]
 
 
 @dataclass(frozen=True)
