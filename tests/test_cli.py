@@ -279,3 +279,26 @@ def test_demo_from_a_zarr_store(tmp_path, capsys: pytest.CaptureFixture[str]) ->
     assert all(isinstance(s, ZarrSource) for s in bgen._sources.values())
     reports = _reports(out)
     assert int(reports["array fast path (bgen.arrays)"]["n"]) == len(bgen)
+
+
+def test_demo_reports_library_errors_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path
+) -> None:
+    """Without zarr installed, ``--zarr`` names the extra to install: one line on
+    stderr and exit status 1, no traceback."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_zarr(name: str, *args: object, **kwargs: object) -> object:
+        if name == "zarr" or name.startswith("zarr."):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_zarr)
+    assert main(["demo", *SMALL, "--zarr", str(tmp_path / "d.zarr")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "xbatcher: error: the demo's Zarr store needs zarr: "
+        "pip install 'xbatcher[zarr]'"
+    ]

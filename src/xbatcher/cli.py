@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from xbatcher._version import __version__
 from xbatcher._versions import show_versions
 from xbatcher.demo import DEFAULT_SIZES, run_demo
+from xbatcher.errors import XbatcherError
 
 __all__ = ["main"]
 
@@ -161,7 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns
     -------
     int
-        Exit status: 0 on success. Invalid arguments exit through argparse
+        Exit status: 0 on success, 1 when xbatcher reports an error (printed on
+        stderr as one line). Invalid arguments exit through argparse
         (``SystemExit`` with status 2).
 
     Examples
@@ -175,5 +177,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = _build_parser()
     args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
-    status: int = args.handler(args)
+    try:
+        status: int = args.handler(args)
+    except XbatcherError as err:  # a clear message, not a traceback
+        print(f"xbatcher: error: {err}", file=sys.stderr)
+        return 1
     return status
