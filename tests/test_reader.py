@@ -301,3 +301,24 @@ def test_prefetch_decodes_at_most_its_budget():
         gather(src, request, cache), np.stack([array[y : y + 2] for y in starts[0]])
     )
     assert sorted(src.reads) == [(c, 0) for c in range(8)]  # the rest read once
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.5])
+@pytest.mark.parametrize("path", ["arrays", "xarray"])
+def test_a_failing_prefetcher_is_never_silent(monkeypatch, path, delay):
+    """An error in the background prefetcher itself (not in a chunk read, which the
+    consumer would hit again) reaches the consumer before the epoch ends, also when
+    it comes after the consumer has passed every group (``delay``)."""
+    da = xr.DataArray(np.arange(600 * 4096.0).reshape(600, 4096), dims=("time", "x"))
+    bgen = xb.BatchGenerator(da.chunk(time=100), {"x": 4096}, batch_dims={"time": 64})
+
+    def broken(self, first, stop):
+        time.sleep(delay)
+        raise RuntimeError(f"prefetch bug at {first}")
+
+    monkeypatch.setattr(xb.BatchGenerator, "_prefetch", broken)
+    delivered = 0
+    with pytest.raises(RuntimeError, match="prefetch bug at"):
+        for _ in bgen.arrays if path == "arrays" else bgen:
+            delivered += 1
+    assert delivered <= len(bgen)

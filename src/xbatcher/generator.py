@@ -662,6 +662,7 @@ class BatchGenerator:
             max_workers=1, thread_name_prefix="xbatcher-prefetch"
         ) as pool:
             pending: dict[int, Future[None]] = {}
+            job: Future[None] | None = None
             for k, first in enumerate(firsts):
                 units = self._batch_units(first, min(first + step, indices.stop))
                 future = pending.pop(k, None)
@@ -674,6 +675,8 @@ class BatchGenerator:
                     job = pool.submit(self._prefetch, firsts[k + 1], stop)
                     pending.update(dict.fromkeys(range(k + 1, last + 1), job))
                 yield first, units
+            if job is not None:
+                job.result()  # the last job's errors, had no group waited for it
 
     def _readahead_groups(self, step: int) -> int:
         """Groups of ``step`` batches whose chunks are requested ahead at once."""
