@@ -661,33 +661,44 @@ def _gather_chunked(
         out = np.empty((request.count, *lengths), dtype=source.dtype)
         for wave_plans, wave_ids in _waves(source, plans, needed, cache.max_bytes // 2):
             chunks = _fetch_chunks(source, wave_ids, cache)
-            for plan in wave_plans:
-                _gather_group(source, chunks, plan, starts, lengths, out)
+            _gather_plans(source, chunks, wave_plans, starts, lengths, out)
             del chunks
         return out
     chunks = _fetch_chunks(source, needed, cache)
     if len(plans) == 1:
         return _gather_group(source, chunks, plans[0], starts, lengths, None)
     out = np.empty((request.count, *lengths), dtype=source.dtype)
-    helpers = usable_cores() - 1
-    if helpers < 1 or out.nbytes < _PARALLEL_GATHER_BYTES:
-        for plan in plans:
-            _gather_group(source, chunks, plan, starts, lengths, out)
-        return out
-    # numpy copies without the GIL: the other cores take a share of the groups
-    shares: list[list[Any]] = [[] for _ in range(helpers + 1)]
-    for j, plan in enumerate(sorted(plans, key=lambda p: -p[0].size)):
-        shares[j % len(shares)].append(plan)
+    _gather_plans(source, chunks, plans, starts, lengths, out)
+    return out
+
+
+def _gather_plans(
+    source: Source,
+    chunks: dict[tuple[int, ...], NDArray[Any]],
+    plans: list[tuple[NDArray[np.intp], tuple[int, ...], tuple[int, ...]]],
+    starts: tuple[NDArray[np.int64], ...],
+    lengths: tuple[int, ...],
+    out: NDArray[Any],
+) -> None:
+    """Gather every plan's windows into ``out``; big gathers are shared among the
+    cores (numpy copies without the GIL)."""
 
     def run(share: list[Any]) -> None:
         for plan in share:
             _gather_group(source, chunks, plan, starts, lengths, out)
 
+    nbytes = sum(p[0].size for p in plans) * math.prod(lengths) * out.itemsize
+    helpers = usable_cores() - 1 if nbytes >= _PARALLEL_GATHER_BYTES else 0
+    if helpers < 1 or len(plans) < 2:
+        run(plans)
+        return
+    shares: list[list[Any]] = [[] for _ in range(helpers + 1)]
+    for j, plan in enumerate(sorted(plans, key=lambda p: -p[0].size)):
+        shares[j % len(shares)].append(plan)
     tasks = [worker_pool("gather").submit(run, share) for share in shares[1:]]
     run(shares[0])
     for task in tasks:
         task.result()
-    return out
 
 
 def _waves(
