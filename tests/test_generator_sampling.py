@@ -295,14 +295,8 @@ def test_chunk_aware_shuffle_on_zarr(tmp_path):
     ids = sample_ids(g)
     assert sorted(ids) == list(range(12 * 4))
     # pools hold 2 chunks: each batch draws from at most 2 chunks (3 time steps each)
-    for batch in xb.BatchGenerator(
-        lazy,
-        {"y": 4, "x": 4},
-        batch_size=4,
-        shuffle="chunks",
-        seed=5,
-        resident_bytes=2 * 3 * 8 * 8 * 8,
-    ):
+    g.set_epoch(0)
+    for batch in g:
         assert len({int(t) // 30 for t in batch["time"].values}) <= 2
     # values identical to isel of the in-memory source
     mem = make_da(nt=12, ny=8, nx=8)
