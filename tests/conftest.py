@@ -162,6 +162,30 @@ def source(kind: str, as_backend: Callable[[Any], Any]) -> xr.Dataset | xr.DataA
     return as_backend(make_dataarray() if kind == "DataArray" else make_dataset())
 
 
+# --------------------------------------------------------------------------- processes
+@pytest.fixture
+def run_python() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run ``python ARGS...`` in a child process that imports this same xbatcher
+    (installed or from ``src/``); returns the completed process (text output)."""
+    import xbatcher
+
+    root = str(Path(xbatcher.__file__).resolve().parents[1])
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "PYTHONPATH": path}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+            timeout=120,
+        )
+
+    return run
+
+
 # --------------------------------------------------------------------------- services
 def _free_port() -> int:
     with socket.socket() as sock:

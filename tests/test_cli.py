@@ -4,17 +4,12 @@
 from __future__ import annotations
 
 import io
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import xarray as xr
 
-import xbatcher
 from xbatcher import BatchGenerator
 from xbatcher._version import __version__
 from xbatcher.cli import main
@@ -31,14 +26,6 @@ REPORT = re.compile(
 
 def _reports(text: str) -> dict[str, re.Match[str]]:
     return {m["label"]: m for m in REPORT.finditer(text)}
-
-
-def _env_with_xbatcher_on_path() -> dict[str, str]:
-    """os.environ with the directory holding the imported xbatcher first on the path
-    (so a subprocess finds the same xbatcher, installed or run from ``src/``)."""
-    root = str(Path(xbatcher.__file__).resolve().parents[1])
-    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
-    return {**os.environ, "PYTHONPATH": path}
 
 
 # ---------------------------------------------------------------- make_era5_like
@@ -245,15 +232,8 @@ def test_versions_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert re.search(rf"^xbatcher: +{re.escape(__version__)}$", out, re.MULTILINE)
 
 
-def test_python_dash_m_versions() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "xbatcher", "versions"],
-        capture_output=True,
-        text=True,
-        env=_env_with_xbatcher_on_path(),
-        check=False,
-        timeout=120,
-    )
+def test_python_dash_m_versions(run_python) -> None:
+    result = run_python("-m", "xbatcher", "versions")
     assert result.returncode == 0, result.stderr
     assert np.__version__ in result.stdout
 

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import io
-import os
-import subprocess
 import sys
 from importlib import metadata
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -80,7 +77,7 @@ def test_tensorflow_cpu_counts_as_tensorflow(monkeypatch: pytest.MonkeyPatch) ->
     assert _report()["tensorflow"] == "2.99.0"
 
 
-def test_does_not_import_optional_packages() -> None:
+def test_does_not_import_optional_packages(run_python) -> None:
     heavy = ["torch", "tensorflow", "keras", "jax", "redis", "s3fs"]
     code = (
         "import io, sys, xbatcher\n"
@@ -89,20 +86,5 @@ def test_does_not_import_optional_packages() -> None:
         f"after = {{m for m in {heavy!r} if m in sys.modules}}\n"
         "assert after == before, sorted(after - before)\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env=_env_with_xbatcher_on_path(),
-        check=False,
-        timeout=120,
-    )
+    result = run_python("-c", code)
     assert result.returncode == 0, result.stderr
-
-
-def _env_with_xbatcher_on_path() -> dict[str, str]:
-    """os.environ with the directory holding the imported xbatcher first on the path
-    (so a subprocess finds the same xbatcher, installed or run from ``src/``)."""
-    root = str(Path(xbatcher.__file__).resolve().parents[1])
-    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
-    return {**os.environ, "PYTHONPATH": path}
