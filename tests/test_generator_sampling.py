@@ -345,8 +345,7 @@ def test_bad_sampling_arguments():
         g.shard(0, 2).load_state_dict(g.state_dict())
 
 
-def test_shuffled_epoch_over_a_billion_samples_starts_fast_and_small():
-    import time
+def test_shuffled_epoch_over_a_billion_samples_starts_small():
     import tracemalloc
 
     import dask.array as dsa
@@ -356,17 +355,14 @@ def test_shuffled_epoch_over_a_billion_samples_starts_fast_and_small():
         dims=("time", "x"),
     )
     tracemalloc.start()
-    t0 = time.perf_counter()
     with pytest.warns(xb.errors.XbatcherWarning, match="37.3 GiB of chunked data"):
         g = xb.BatchGenerator(big, {"x": 10}, batch_size=64, shuffle=True, seed=0)
     units = g.batch_units(0)
-    elapsed = time.perf_counter() - t0
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert g.n_units == 10**9 and len(g) == -(-(10**9) // 64)
     assert units.size == 64 and len(set(units.tolist())) == 64
     assert units.min() >= 0 and units.max() < 10**9
-    assert elapsed < 1.0  # the target is 100 ms; loose bound for noisy CI machines
     assert peak < 100 * 2**20
     batch = g.arrays[len(g) - 1]  # the last (short) batch reads only what it needs
     assert batch.shape == (10**9 - 64 * (len(g) - 1), 10)
