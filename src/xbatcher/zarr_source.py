@@ -17,7 +17,12 @@ two (``docs/performance.md``). Anything this module does not recognise (sharding
 filters, transposing codecs, F order, non-native byte order, vectorised indexes,
 object dtypes, other xarray wrappers) falls back to :class:`~xbatcher.reader.LazySource`,
 which reads through xarray, so the direct path is an optimisation and never a
-requirement. Tests compare both paths value for value.
+requirement. Codecs and stores are recognised by their spec names and zarr's public
+classes, and the one private zarr helper used (``zarr.core.sync``, for stores other
+than local directories) is probed when a source is built. A chunk that is empty,
+truncated or does not decode to its exact size raises
+:class:`~xbatcher.errors.ChunkDecodeError`. Tests (``tests/test_zarr_matrix.py``)
+compare both paths with xarray's and zarr's own reads, value for value.
 """
 
 from __future__ import annotations
@@ -187,7 +192,8 @@ class _Fetch:
         call); ``None`` for a chunk that was never written."""
         if self.root is not None:
             return _read_file(os.path.join(self.root, key))
-        assert self.sync is not None and self.prototype is not None
+        assert self.sync is not None
+        assert self.prototype is not None
         stored = self.sync(self.store.get(key, prototype=self.prototype()))
         return None if stored is None else stored.to_bytes()
 
@@ -195,18 +201,9 @@ class _Fetch:
 def _fetcher(store: Any) -> _Fetch | None:
     """Probe, once, how to read ``store``'s chunks; ``None`` when this zarr lacks
     what the direct path needs (then xarray reads the variable)."""
-    try:
-        from zarr.storage import LocalStore
-    except ImportError:
-        LocalStore = None  # noqa: N806
-    root = getattr(store, "root", None)
-    if (
-        LocalStore is not None
-        and isinstance(store, LocalStore)
-        and type(store).get is LocalStore.get  # a subclass may transform the bytes
-        and root is not None
-    ):
-        return _Fetch(store, os.fspath(root))
+    root = _local_root(store)
+    if root is not None:
+        return _Fetch(store, root)
     try:
         # zarr.core.sync is private: probed here, so that a zarr without it makes
         # the variable fall back to xarray instead of failing at read time
@@ -214,11 +211,24 @@ def _fetcher(store: Any) -> _Fetch | None:
         from zarr.core.sync import sync
     except ImportError:
         return None
-    if not (callable(sync) and callable(default_buffer_prototype)):
-        return None
     if not callable(getattr(store, "get", None)):
         return None
     return _Fetch(store, None, sync, default_buffer_prototype)
+
+
+def _local_root(store: Any) -> str | None:
+    """The directory of a plain ``zarr.storage.LocalStore`` (whose ``get`` is
+    zarr's own: a subclass may transform the bytes), else ``None``."""
+    try:
+        from zarr.storage import LocalStore
+    except ImportError:
+        return None
+    root = getattr(store, "root", None)
+    if not isinstance(store, LocalStore) or root is None:
+        return None
+    if getattr(type(store), "get", None) is not LocalStore.get:
+        return None
+    return str(os.fspath(root))
 
 
 def _read_file(path: str) -> Any:
@@ -364,10 +374,10 @@ class ZarrSource(LazySource):
                 return problem
             # codecs decode a short payload into the front of `out` without a word,
             # so only payloads whose checked header declares the size go there
-            if last.codec_id in ("zstd", "blosc"):
-                if _declared_size(last, data) == out.nbytes:
-                    last.decode(data, out=out)
-                    return None
+            direct = last.codec_id in ("zstd", "blosc")
+            if direct and _declared_size(last, data) == out.nbytes:
+                last.decode(data, out=out)
+                return None
             data = last.decode(data)
         flat = np.frombuffer(data, dtype=np.uint8)
         if flat.size != out.nbytes:
