@@ -11,9 +11,11 @@ MODULES = [
     "xbatcher.accessors",
     "xbatcher.generator",
     "xbatcher.layout",
+    "xbatcher.loaders.torch",
     "xbatcher.reader",
     "xbatcher.sampling",
     "xbatcher.schema",
+    "xbatcher.testing",
     "xbatcher.validity",
 ]
 

@@ -34,6 +34,13 @@ def test_defaults_to_stdout(capsys: pytest.CaptureFixture[str]) -> None:
     assert "INSTALLED VERSIONS" in capsys.readouterr().out
 
 
+def test_opens_with_04s_xbatcher_information_section() -> None:
+    buf = io.StringIO()
+    show_versions(file=buf)
+    head = buf.getvalue().splitlines()[:2]
+    assert head == ["xbatcher information:", f"  version: v{__version__}"]
+
+
 def test_is_reexported() -> None:
     assert xbatcher.show_versions is show_versions
 

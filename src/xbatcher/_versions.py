@@ -99,7 +99,8 @@ def _system_info() -> list[tuple[str, str]]:
 def show_versions(file: TextIO | None = None) -> None:
     """Print the versions of xbatcher, its dependencies and the platform.
 
-    Optional dependencies that are not installed are shown as ``None``. Nothing is
+    The report opens with 0.4's ``xbatcher information`` section (the version), then
+    lists the platform and every dependency. Optional dependencies that are not installed are shown as ``None``. Nothing is
     imported: versions come from the installed package metadata.
 
     Parameters
@@ -120,7 +121,9 @@ def show_versions(file: TextIO | None = None) -> None:
     system = _system_info()
     packages = [(name, str(_distribution_version(name))) for name in DISTRIBUTIONS]
     width = max(len(label) for label, _ in system + packages)
-    lines = ["", "INSTALLED VERSIONS", "------------------"]
+    # the "xbatcher information" section comes first, as in 0.4's report
+    lines = ["xbatcher information:", f"  version: v{_xbatcher_version()}"]
+    lines += ["", "INSTALLED VERSIONS", "------------------"]
     lines += [f"{label + ':':<{width + 1}} {value}" for label, value in system]
     lines.append("")
     lines += [f"{label + ':':<{width + 1}} {value}" for label, value in packages]
