@@ -87,33 +87,78 @@ def test_changed_parameters_or_data_never_return_stale_batches():
     np.testing.assert_array_equal(b3["lat"].values, ds2["lat"].values[:4])
 
 
+def _text(value) -> str:
+    return bytes(value.to_bytes() if hasattr(value, "to_bytes") else value).decode()
+
+
+def _bytes_like(old, text: str):
+    return (
+        type(old).from_bytes(text.encode())
+        if hasattr(old, "to_bytes")
+        else text.encode()
+    )
+
+
 def test_interrupted_write_is_recomputed():
     ds = make_ds()
     store: dict = {}
     bgen = xb.BatchGenerator(ds, {"lat": 4, "lon": 5}, cache=store)
     good = bgen[1]
-    # simulate a crash after the data was written but before the entry was marked complete
-    for key in [k for k in store if k.endswith("zarr.json") and k.count("/") == 2]:
-        meta = store[key]
-        text = bytes(meta.to_bytes() if hasattr(meta, "to_bytes") else meta).decode()
-        assert "_xbatcher_complete" in text
-        store[key] = (
-            type(meta).from_bytes(
-                text.replace(
-                    '"_xbatcher_complete": true', '"_xbatcher_complete": false'
-                ).encode()
-            )
-            if hasattr(meta, "to_bytes")
-            else text.replace(
-                '"_xbatcher_complete": true', '"_xbatcher_complete": false'
-            ).encode()
-        )
-    bad_value = next(
-        k for k in store if k.endswith("/a/c/0/0/0") or k.endswith("/a/c/0/0")
+    # simulate a crash after the data was written but before the entry was marked
+    # complete, and the data itself incomplete
+    attrs = "1/.zattrs"
+    text = _text(store[attrs])
+    assert '"_xbatcher_complete": true' in text
+    store[attrs] = _bytes_like(
+        store[attrs],
+        text.replace('"_xbatcher_complete": true', '"_xbatcher_complete": false'),
     )
-    del store[bad_value]  # and the data itself is incomplete
+    del store["1/a/0.0.0"]
     again = bgen[1]
     xr.testing.assert_identical(again, good)
+
+
+def test_0_4_layout_and_no_stale_entry_across_generators():
+    """0.4's layout (a Zarr v2 group per batch index: "0/.zgroup"); an entry written by
+    a generator with other parameters, data or preprocessing is a miss and rewritten."""
+    ds = make_ds()
+    store: dict = {}
+
+    def tag(batch):
+        return batch.assign_attrs(tagged=1)
+
+    first = xb.BatchGenerator(
+        ds, {"lat": 4, "lon": 5}, cache=store, cache_preprocess=tag
+    )
+    assert first[0].attrs["tagged"] == 1
+    assert "0/.zgroup" in store
+    plain = xb.BatchGenerator(ds, {"lat": 4, "lon": 5}, cache=store)
+    fresh = plain[0]  # 0.4 would return the tagged batch here
+    assert "tagged" not in fresh.attrs
+    xr.testing.assert_identical(fresh, ds.isel(lat=slice(0, 4), lon=slice(0, 5)))
+    xr.testing.assert_identical(plain[0], fresh)  # now a hit
+    other = xb.BatchGenerator(ds * 2, {"lat": 4, "lon": 5}, cache=store)[0]
+    xr.testing.assert_identical(other, (ds * 2).isel(lat=slice(0, 4), lon=slice(0, 5)))
+
+
+def test_function_fingerprint_follows_the_code():
+    from xbatcher.mapping_cache import function_fingerprint
+
+    def f(b):
+        return b + 1
+
+    def g(b):
+        return b + 2
+
+    def f2(b):
+        return b + 1
+
+    assert function_fingerprint(f) == function_fingerprint(f)
+    assert function_fingerprint(f) != function_fingerprint(g)
+    assert function_fingerprint(f) != function_fingerprint(f2)  # another name
+    import functools
+
+    assert function_fingerprint(functools.partial(f)) != function_fingerprint(f)
 
 
 def test_bad_cache_type():

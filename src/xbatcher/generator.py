@@ -216,7 +216,9 @@ class BatchGenerator:
         if cache is not None:
             from .mapping_cache import MappingBatchCache
 
-            self._batch_cache = MappingBatchCache(cache, self._content_fingerprint())
+            self._batch_cache = MappingBatchCache(
+                cache, self._content_fingerprint(), cache_preprocess
+            )
         self._groups: UnitGroups | None = None
         self._shard: Shard | None = None
         self.epoch = 0

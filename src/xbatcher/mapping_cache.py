@@ -3,10 +3,13 @@
 ``BatchGenerator(..., cache=store, cache_preprocess=fn)`` stores each batch (after
 ``fn``) as a Zarr group inside ``store`` (any ``MutableMapping``: a dict, a
 ``zarr.storage`` store...) and reads it back on the next request, as xbatcher 0.4 did.
-Differences from 0.4, all fixes:
+The layout is 0.4's: batch ``i`` is a Zarr v2 group at key prefix ``"<i>/"`` (so
+``"0/.zgroup" in store`` after ``bgen[0]``). Differences from 0.4, all fixes:
 
-* keys carry a fingerprint of the schema and the source (``<fingerprint>/<unit>``), so
-  changing a parameter or the data never returns a stale batch;
+* each entry records the fingerprint of the schema, the source and the
+  ``cache_preprocess`` function that made it; an entry whose fingerprint differs from
+  the generator's (a parameter, the data or the preprocessing changed) is a miss and
+  is overwritten, so a stale batch is never returned;
 * an entry counts only once its completion marker is written, so an interrupted write
   is recomputed instead of returning a partial batch;
 * batches stacked into a ``sample`` MultiIndex round-trip (0.4 failed to write them),
@@ -18,16 +21,19 @@ this module's internals behind the same arguments.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
+import types
 import warnings
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 import xarray as xr
 
 from .errors import OptionalDependencyError
 
-__all__ = ["MappingBatchCache"]
+__all__ = ["MappingBatchCache", "function_fingerprint"]
 
 _DA_NAME = "__xbatcher_dataarray__"
 _MARKER = "_xbatcher_complete"
@@ -37,7 +43,12 @@ _META = "_xbatcher_cache"
 class MappingBatchCache:
     """Batches as Zarr groups in a ``MutableMapping``, keyed by fingerprint and unit."""
 
-    def __init__(self, store: Any, fingerprint: str) -> None:
+    def __init__(
+        self,
+        store: Any,
+        fingerprint: str,
+        preprocess: Callable[..., Any] | None = None,
+    ) -> None:
         try:
             from zarr.abc.store import Store
         except ImportError as err:
@@ -52,10 +63,14 @@ class MappingBatchCache:
                 f"{type(store).__name__}. Use cache={{}} or zarr.storage.LocalStore(path)."
             )
         self.store = store
-        self.fingerprint = fingerprint
+        self.fingerprint = (
+            fingerprint
+            if preprocess is None
+            else f"{fingerprint}-{function_fingerprint(preprocess)}"
+        )
 
     def _group(self, key: str) -> str:
-        return f"{self.fingerprint}/{key}"
+        return key
 
     def __contains__(self, key: str) -> bool:
         import zarr
@@ -71,7 +86,13 @@ class MappingBatchCache:
             zarr.errors.GroupNotFoundError,
         ):
             return False
-        return bool(group.attrs.get(_MARKER, False))
+        if not group.attrs.get(_MARKER, False):
+            return False
+        try:
+            meta = json.loads(str(group.attrs[_META]))
+        except (KeyError, ValueError):
+            return False
+        return bool(meta.get("fingerprint") == self.fingerprint)
 
     def get(self, key: str, load: bool) -> xr.Dataset | xr.DataArray:
         with warnings.catch_warnings():
@@ -95,7 +116,10 @@ class MappingBatchCache:
         return ds
 
     def put(self, key: str, batch: xr.Dataset | xr.DataArray) -> None:
-        meta: dict[str, Any] = {"dataarray": isinstance(batch, xr.DataArray)}
+        meta: dict[str, Any] = {
+            "dataarray": isinstance(batch, xr.DataArray),
+            "fingerprint": self.fingerprint,
+        }
         if isinstance(batch, xr.DataArray):
             meta["name"], meta["attrs"] = batch.name, dict(batch.attrs)
             ds = batch.to_dataset(name=_DA_NAME)
@@ -116,7 +140,13 @@ class MappingBatchCache:
             var.encoding = {}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            ds.to_zarr(self.store, group=self._group(key), mode="w", consolidated=False)
+            ds.to_zarr(
+                self.store,
+                group=self._group(key),
+                mode="w",
+                consolidated=False,
+                zarr_format=2,
+            )
         import zarr
 
         with warnings.catch_warnings():
@@ -124,3 +154,36 @@ class MappingBatchCache:
             zarr.open_group(self.store, path=self._group(key), mode="r+").attrs[
                 _MARKER
             ] = True
+
+
+def function_fingerprint(fn: Callable[..., Any]) -> str:
+    """A hash of what a preprocessing function is: its module, qualified name and
+    compiled code (constants and nested functions included), stable across processes.
+
+    Editing the function's body changes it; a closure's captured values and the
+    globals it reads are not covered (give such a function a new name when they
+    change).
+    """
+    h = hashlib.sha256()
+    target: Any = fn
+    while isinstance(target, functools.partial):
+        h.update(repr((target.args, sorted(target.keywords.items()))).encode())
+        target = target.func
+    name = getattr(target, "__qualname__", type(target).__qualname__)
+    h.update(f"{getattr(target, '__module__', '')}.{name}".encode())
+    code = getattr(target, "__code__", None) or getattr(
+        type(target).__call__, "__code__", None
+    )
+    if code is not None:
+        _hash_code(h, code)
+    return h.hexdigest()[:12]
+
+
+def _hash_code(h: Any, code: types.CodeType) -> None:
+    h.update(code.co_code)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            _hash_code(h, const)
+        else:
+            h.update(repr(const).encode())
+    h.update(repr(code.co_names).encode())
