@@ -22,6 +22,31 @@ XarrayObj = xr.Dataset | xr.DataArray
 INPUT_SUFFIX = "_input"
 
 
+# --------------------------------------------------------------------------- dims
+def dim_order(ds: XarrayObj) -> list[Hashable]:
+    """Dims in the documented order: first appearance over the data variables taken
+    by number of dims (most first), then name; then coordinate-only dims, first
+    appearance over the coordinates by name."""
+    if isinstance(ds, xr.DataArray):
+        order = list(ds.dims)
+    else:
+        names = sorted(ds.data_vars, key=lambda k: (-ds[k].ndim, str(k)))
+        order = []
+        for name in names:
+            order += [d for d in ds[name].dims if d not in order]
+    for name in sorted(ds.coords, key=str):
+        order += [d for d in ds.coords[name].dims if d not in order]
+    return order
+
+
+def data_dims(ds: XarrayObj) -> list[Hashable]:
+    """Dims of the data variables (the sample space), in :func:`dim_order`."""
+    if isinstance(ds, xr.DataArray):
+        return list(ds.dims)
+    used = {d for v in ds.data_vars.values() for d in v.dims}
+    return [d for d in dim_order(ds) if d in used]
+
+
 # --------------------------------------------------------------------------- windows
 def sliced_dims(
     input_dims: Mapping[Hashable, int], batch_dims: Mapping[Hashable, int] | None
@@ -60,6 +85,28 @@ def _dim_slices(
     return out
 
 
+def concat_group(
+    ds: XarrayObj,
+    d: Hashable,
+    input_dims: Mapping[Hashable, int],
+    input_overlap: Mapping[Hashable, int],
+    batch_dims: Mapping[Hashable, int],
+    keep_remainder: bool = False,
+) -> int:
+    """Windows per batch along sliced dim ``d`` in concat mode."""
+    if d not in input_dims:
+        return 1  # batch-only dim: one block per batch
+    stride = input_dims[d] - input_overlap.get(d, 0)
+    if d in batch_dims:  # 0.4: ceil(B / stride) consecutive windows
+        return -(-batch_dims[d] // stride)
+    # all windows in one batch
+    return len(
+        window_starts(
+            ds.sizes[d], input_dims[d], input_overlap.get(d, 0), keep_remainder
+        )
+    )
+
+
 def reference_windows(
     ds: XarrayObj,
     input_dims: Mapping[Hashable, int],
@@ -81,18 +128,14 @@ def reference_windows(
 
     # concat mode: group consecutive windows along each sliced dim
     groups_per_dim = []
+    duplicate = any(d in input_dims for d in batch_dims)
     for d in dims:
-        n = len(slices[d])
-        if d not in input_dims:
-            g = 1  # batch-only dim: one block per batch
-        elif d in batch_dims:  # windows that fit in a span of B points
-            stride = input_dims[d] - input_overlap.get(d, 0)
-            g = (batch_dims[d] - input_dims[d]) // stride + 1
-        else:
-            g = n  # all windows in one batch
-        groups = [slices[d][i : i + g] for i in range(0, n, g)]
+        g = concat_group(ds, d, input_dims, input_overlap, batch_dims, keep_remainder)
+        groups = [slices[d][i : i + g] for i in range(0, len(slices[d]), g)]
         if not keep_remainder:
             groups = [grp for grp in groups if len(grp) == g]
+            if duplicate and d not in input_dims:  # 0.4: L // B blocks
+                groups = groups[: ds.sizes[d] // batch_dims[d]]
         groups_per_dim.append(groups)
     batches = []
     for group_combo in itertools.product(*groups_per_dim):
@@ -137,25 +180,43 @@ def reference_batch(
     windows: list[Selector],
     input_dims: Mapping[Hashable, int],
     concat_input_dims: bool,
+    single: tuple[Hashable, ...] = (),
 ) -> XarrayObj:
-    """Build one batch (0.4 layout) from its windows."""
+    """Build one batch (0.4 layout) from its windows.
+
+    ``single``: the input dims along which every batch holds one window (concat mode).
+    """
+    order = dim_order(ds)
     if not concat_input_dims:
         (window,) = windows
         batch = ds.isel(window)
-        others = [d for d in batch.dims if d not in input_dims]
+        others = [d for d in order if d not in input_dims]
         # With 0 or 1 non-input dims the batch keeps the dataset's dims and order.
         return _stack_or_keep(batch, others, list(input_dims))
 
     new_inputs = [f"{d}{INPUT_SUFFIX}" for d in input_dims]
     pieces = [_rename_to_input(ds.isel(w), list(input_dims)) for w in windows]
-    # Coordinates that depend on an input dim get the input_batch dim; the others
-    # are shared (and must be equal across the windows of a batch).
+    if isinstance(ds, xr.DataArray):
+        # 0.4 renames a DataArray's index coordinate d to an index d_input
+        for d in single:
+            if d in ds.indexes:
+                new = f"{d}{INPUT_SUFFIX}"
+                pieces = [
+                    p.drop_vars(d).assign_coords({new: (new, p[d].values, p[d].attrs)})
+                    for p in pieces
+                ]
+    # Coordinates that depend on an input dim along which the batch has several
+    # windows get the input_batch dim; the others are shared (and must be equal
+    # across the windows of a batch).
+    varying = [f"{d}{INPUT_SUFFIX}" for d in input_dims if d not in single]
     on_inputs = [
-        name for name, c in pieces[0].coords.items() if set(c.dims) & set(new_inputs)
+        name
+        for name, c in pieces[0].coords.items()
+        if set(c.dims) & set(varying) and name not in pieces[0].xindexes
     ]
     cat = _concat(pieces, "input_batch", on_inputs)
     others = ["input_batch"] + [
-        d for d in cat.dims if d not in new_inputs and d != "input_batch"
+        d for d in order if d in cat.dims and d not in new_inputs
     ]
     # Only input_batch besides the *_input dims: 0.4 keeps the concatenated object
     # as it is, i.e. (input_batch, *_input dims in the dataset's order).
@@ -174,8 +235,16 @@ def reference_batches(
     all_windows = reference_windows(
         ds, input_dims, input_overlap, batch_dims, concat_input_dims, keep_remainder
     )
+    input_overlap = input_overlap or {}
+    batch_dims = batch_dims or {}
+    single = tuple(
+        d
+        for d in input_dims
+        if concat_group(ds, d, input_dims, input_overlap, batch_dims, keep_remainder)
+        == 1
+    )
     return [
-        reference_batch(ds, windows, input_dims, concat_input_dims)
+        reference_batch(ds, windows, input_dims, concat_input_dims, single)
         for windows in all_windows
     ]
 
@@ -190,12 +259,13 @@ def reference_samples(
 ) -> list[Selector]:
     """All samples in sample-number order (``batch_size`` mode).
 
-    Row-major over the unsliced dims (dataset order, one index each) and then the
-    sliced dims (sliced-dims order, one window each).
+    Row-major over the unsliced dims of the data variables (:func:`dim_order`, one
+    index each; dims found only on coordinates are not sampled) and then the sliced
+    dims (sliced-dims order, one window each).
     """
     slices = _dim_slices(ds, input_dims, input_overlap, batch_dims, keep_remainder)
     options: dict[Hashable, list[Any]] = {
-        d: list(range(n)) for d, n in ds.sizes.items() if d not in slices
+        d: list(range(ds.sizes[d])) for d in data_dims(ds) if d not in slices
     }
     options.update(slices)
     dims = list(options)
@@ -220,7 +290,7 @@ def reference_sample_batch(
     varying = [name for name in pieces[0].coords if ds[name].ndim > 0]
     batch = _concat(pieces, "sample", varying)
     batch = batch.assign_coords(sample=np.asarray(numbers, dtype=np.int64))
-    return batch.transpose("sample", *[f"{d}{INPUT_SUFFIX}" for d in sliced])
+    return batch.transpose("sample", *[f"{d}{INPUT_SUFFIX}" for d in sliced], ...)
 
 
 def reference_sample_batches(

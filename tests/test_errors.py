@@ -12,7 +12,6 @@ import xarray as xr
 
 import xbatcher as xb
 from conftest import make_dataarray, make_dataset
-from reference import reference_batches
 from xbatcher.errors import DimensionError, InputTypeError, SchemaError, XbatcherError
 
 # A message "names a fix" when it tells the user what to do.
@@ -148,17 +147,6 @@ def test_overlap_on_unsliced_dim() -> None:
     check_message(exc, "not sliced", "'lon'")
 
 
-def test_batch_span_smaller_than_window_in_concat_mode() -> None:
-    with pytest.raises(SchemaError, match=r"batch_dims\['lon'\].*3") as exc:
-        xb.BatchGenerator(
-            make_dataarray(),
-            input_dims={"lon": 4},
-            batch_dims={"lon": 3},
-            concat_input_dims=True,
-        )
-    check_message(exc, "input_dims['lon']", "(4)")
-
-
 # --------------------------------------------------------------------------- the data
 @pytest.mark.parametrize(
     ("bad", "type_name"),
@@ -173,22 +161,6 @@ def test_ds_not_xarray(bad: Any, type_name: str) -> None:
     with pytest.raises(InputTypeError, match=rf"ds.*{type_name}") as exc:
         xb.BatchGenerator(bad, input_dims={"x": 2})
     check_message(exc, "Dataset", "DataArray")
-
-
-def test_variables_must_share_sliced_dims() -> None:
-    ds = make_dataset()
-    ds["series"] = ds["air"].isel(lat=0, lon=0, level=0, drop=True)  # (time,) only
-    with pytest.raises(SchemaError, match=r"'series'") as exc:
-        xb.BatchGenerator(ds, input_dims={"lon": 4, "lat": 5})
-    check_message(exc, "'lat'", "'lon'")
-    with pytest.raises(SchemaError, match=r"'series'"):
-        xb.BatchGenerator(ds, input_dims={"lon": 4}, batch_dims={"time": 2})
-    # when every variable has the sliced dims, the other dims may differ
-    bgen = xb.BatchGenerator(ds, input_dims={"time": 2})
-    expected = reference_batches(ds, {"time": 2})
-    assert len(bgen) == len(expected) == 3
-    for i, ref in enumerate(expected):
-        xr.testing.assert_identical(bgen[i], ref)
 
 
 def test_empty_dataset() -> None:

@@ -6,12 +6,10 @@ import itertools
 import time
 
 import numpy as np
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from xbatcher import BatchSchema
-from xbatcher.errors import SchemaError
 
 
 @st.composite
@@ -131,9 +129,13 @@ def test_concat_groups_and_short_last_group():
         concat_input_dims=True,
         keep_remainder=True,
     )
-    # 3 windows fit in 35 points; 10 windows -> groups of 3, last group of 1
-    assert len(s) == 4 and s.windows_per_unit == 3
-    np.testing.assert_array_equal(s.unit_window_counts(np.arange(4)), [3, 3, 3, 1])
-    np.testing.assert_array_equal(s.unit_windows(np.array([3])).starts["t"], [90])
-    with pytest.raises(SchemaError, match="at least the window"):
-        BatchSchema({"t": 100}, {"t": 10}, batch_dims={"t": 5}, concat_input_dims=True)
+    # 0.4's rule: ceil(35 / 10) = 4 windows per batch; 10 windows -> 4, 4, then 2
+    assert len(s) == 3 and s.windows_per_unit == 4
+    np.testing.assert_array_equal(s.unit_window_counts(np.arange(3)), [4, 4, 2])
+    np.testing.assert_array_equal(s.unit_windows(np.array([2])).starts["t"], [80, 90])
+    # without keep_remainder the short group is dropped (0.4 returned it short)
+    s = BatchSchema({"t": 100}, {"t": 10}, batch_dims={"t": 35}, concat_input_dims=True)
+    assert len(s) == 2
+    # a span shorter than the window: one window per batch, as in 0.4
+    s = BatchSchema({"t": 100}, {"t": 10}, batch_dims={"t": 5}, concat_input_dims=True)
+    assert len(s) == 10 and s.windows_per_unit == 1

@@ -25,6 +25,7 @@ import xarray as xr
 from numpy.typing import NDArray
 
 from .errors import InputTypeError, SchemaError, StateError, XbatcherWarning
+from .fingerprint import source_fingerprint
 from .layout import VarLayout, XarrayBuilder, layout_array, plan_layout
 from .reader import (
     BlockCache,
@@ -179,7 +180,6 @@ class BatchGenerator:
             batch_size=batch_size,
             drop_last=drop_last,
         )
-        self._check_variables()
         self.block_cache = BlockCache(parse_bytes(block_cache_bytes))
         self._builder = XarrayBuilder(ds, self.schema)
         data = ds._to_temp_dataset() if isinstance(ds, xr.DataArray) else ds
@@ -191,6 +191,7 @@ class BatchGenerator:
             for name in self._builder.windowed_coords + self._builder.block_coords
         }
         self._var_dims = {name: data[name].dims for name in data.data_vars}
+        self._source_fp: str | None = None  # source_fingerprint, computed on demand
         # dims of every source, data and coordinate (their names cannot collide)
         self._source_dims = {
             **self._var_dims,
@@ -198,7 +199,7 @@ class BatchGenerator:
         }
         self._sizes = dict(ds.sizes)
         self._layouts: dict[Hashable, VarLayout] = {
-            name: plan_layout(self.schema, list(ds.dims), dims)
+            name: plan_layout(self.schema, self._builder.ds_dims, dims, self._sizes)
             for name, dims in self._var_dims.items()
         }
         self._valid: NDArray[np.int64] | None = None
@@ -227,21 +228,6 @@ class BatchGenerator:
         self._resume_at = 0
 
     # ------------------------------------------------------------------ setup
-    def _check_variables(self) -> None:
-        data = self.ds
-        if isinstance(data, xr.DataArray):
-            return
-        sliced = self.schema.sliced_dims
-        for name, var in data.data_vars.items():
-            missing = [d for d in sliced if d not in var.dims]
-            if missing:
-                raise SchemaError(
-                    f"data variable {name!r} has dims {var.dims} and lacks the sliced "
-                    f"dims {missing}; every data variable must have all sliced dims "
-                    f"{list(sliced)}. Drop it (ds.drop_vars({name!r})) or broadcast it "
-                    "(ds[name].broadcast_like(...))."
-                )
-
     def _make_sampler(
         self,
         shuffle: bool | str,
@@ -417,7 +403,9 @@ class BatchGenerator:
         return self.schema.unit_windows(units)
 
     def _request(self, windows: Windows, dims: Sequence[Hashable]) -> WindowRequest:
-        sizes = dict(self.schema.sizes)
+        """Windows of a variable over its own dims (a dim it lacks is not read;
+        a dim outside the windows, e.g. a coordinate-only dim, is read whole)."""
+        sizes = self._sizes
         starts, lengths = [], []
         zero = np.zeros(windows.count, dtype=np.int64)
         for d in dims:
@@ -435,7 +423,7 @@ class BatchGenerator:
         out = {}
         for name, src in sources.items():
             request = self._request(windows, self._source_dims[name])
-            out[name] = gather(src, request, self.block_cache)
+            out[name] = _gather_windows(src, request, self.block_cache)
         return out
 
     def _arrays_for(self, batches: list[NDArray[np.int64]]) -> list[ArrayBatch]:
@@ -455,7 +443,9 @@ class BatchGenerator:
         )
         edges = np.cumsum([0, *counts])
         if len(set(counts)) == 1 and all(
-            lay.n_stack <= 1 and lay.perm == tuple(range(len(lay.perm)))
+            lay.n_stack <= 1
+            and not lay.broadcast
+            and lay.perm == tuple(range(len(lay.perm)))
             for lay in self._layouts.values()
         ):
             # equal batches needing no transpose: lay the whole group out at once and
@@ -504,8 +494,18 @@ class BatchGenerator:
         sizes = dict(schema.sizes)
         by_dim = {w.dim: w for w in schema.sliced}
         per_var: dict[Hashable, NDArray[Any]] = {}
+        windows: Windows | None = None
         for name, src in self._sources.items():
             dims = self._var_dims[name]
+            lay = self._layouts[name]
+            if lay.broadcast or any(d not in dims for d in by_dim):
+                # a variable lacking a sliced or stacked dim: window by window
+                if windows is None:
+                    windows = self._windows(np.array([unit], dtype=np.int64))
+                request = self._request(windows, dims)
+                gathered = _gather_windows(src, request, self.block_cache)
+                per_var[name] = layout_array(gathered, lay)
+                continue
             region, lengths = [], []
             for d in dims:
                 dw = by_dim.get(d)
@@ -517,7 +517,6 @@ class BatchGenerator:
                     region.append(slice(a, a + (counts[d] - 1) * dw.stride + dw.window))
                     lengths.append(dw.window)
             block = read_region(src, tuple(region), self.block_cache)
-            lay = self._layouts[name]
             m = len(schema.sliced)
             order = [j for p in lay.perm for j in (range(m) if p == 0 else [m + p - 1])]
             grid = gather_grid(
@@ -580,7 +579,7 @@ class BatchGenerator:
         out = {}
         for name, src in sources.items():
             request = self._request(windows, self._var_dims[name])
-            task = delayed(gather, pure=True)(src, request, self.block_cache)
+            task = delayed(_gather_windows, pure=True)(src, request, self.block_cache)
             shape = (request.count, *request.lengths)
             out[name] = da.from_delayed(task, shape=shape, dtype=src.dtype)  # type: ignore[no-untyped-call]
         return out
@@ -895,7 +894,11 @@ class BatchGenerator:
         """Hash of what a unit's batch holds: schema and source (not the order)."""
         h = hashlib.sha256()
         h.update(self.schema.to_json().encode())
-        h.update(source_fingerprint(self.ds).encode())
+        if self._source_fp is None:  # read once: a few chunks of lazy data
+            self._source_fp = source_fingerprint(
+                self.ds, self._sources, self.block_cache
+            )
+        h.update(self._source_fp.encode())
         if self._valid is not None:
             h.update(self._valid.tobytes())
         return h.hexdigest()[:16]
@@ -993,26 +996,12 @@ class ArrayBatches:
         gen._end_epoch()
 
 
-def source_fingerprint(ds: Batch) -> str:
-    """Cheap, stable hash of a source's structure and coordinate labels (not its data)."""
-    h = hashlib.sha256()
-    data = ds._to_temp_dataset() if isinstance(ds, xr.DataArray) else ds
-    for name, var in sorted(data.variables.items(), key=lambda kv: str(kv[0])):
-        h.update(f"{name}|{var.dims}|{var.shape}|{var.dtype}".encode())
-    for name, index in sorted(data.indexes.items(), key=lambda kv: str(kv[0])):
-        values = np.asarray(index.values)
-        sample = (
-            values
-            if values.size <= 4096
-            else values[np.linspace(0, values.size - 1, 4096).astype(int)]
-        )
-        h.update(str(name).encode())
-        h.update(
-            np.ascontiguousarray(sample).astype(str).tobytes()
-            if sample.dtype == object
-            else np.ascontiguousarray(sample).tobytes()
-        )
-    src = ds.encoding.get("source")
-    if src:
-        h.update(str(src).encode())
-    return h.hexdigest()[:16]
+def _gather_windows(
+    src: Source, request: WindowRequest, cache: BlockCache
+) -> NDArray[Any]:
+    """:func:`gather`, also for a variable without any of the request's dims (a 0-d
+    variable next to sliced ones: the same value for every window)."""
+    out = gather(src, request, cache)
+    if out.shape[0] != request.count:
+        out = np.repeat(out[:1], request.count, axis=0)
+    return out

@@ -19,7 +19,7 @@ import xarray as xr
 from numpy.typing import NDArray
 from xarray.indexes import PandasIndex, PandasMultiIndex
 
-from .schema import BatchSchema
+from .schema import BatchSchema, canonical_dims
 
 __all__ = ["VarLayout", "layout_array", "plan_layout"]
 
@@ -31,7 +31,9 @@ class VarLayout:
     """How one variable's gathered windows become its batch array.
 
     ``squeeze`` axes are dropped, then the axes are permuted by ``perm`` and
-    ``broadcast`` dims inserted, then the leading ``n_stack`` axes are merged.
+    ``broadcast`` axes inserted (``(axis, size)`` pairs, in increasing axis order: the
+    stacked dims the variable lacks, repeated as ``Dataset.stack`` does), then the
+    leading ``n_stack`` axes are merged.
     """
 
     dims: tuple[Hashable, ...]  # the variable's dims in the source
@@ -40,6 +42,7 @@ class VarLayout:
     perm: tuple[int, ...]
     n_stack: int
     windowed: bool  # False: the variable is the same for every window (take window 0)
+    broadcast: tuple[tuple[int, int], ...] = ()
 
 
 def input_name(dim: Hashable) -> str:
@@ -56,21 +59,29 @@ def stack_dims(schema: BatchSchema, dims: Sequence[Hashable]) -> list[Hashable]:
 
 
 def plan_layout(
-    schema: BatchSchema, ds_dims: Sequence[Hashable], var_dims: Sequence[Hashable]
+    schema: BatchSchema,
+    ds_dims: Sequence[Hashable],
+    var_dims: Sequence[Hashable],
+    sizes: Mapping[Hashable, int] | None = None,
 ) -> VarLayout:
-    """Layout of a data variable with dims ``var_dims`` in a dataset with ``ds_dims``."""
+    """Layout of a variable with dims ``var_dims`` in a dataset with ``ds_dims``.
+
+    ``sizes`` (the dataset's dim sizes; default the schema's) gives the length of a
+    stacked dim the variable lacks.
+    """
     var_dims = tuple(var_dims)
     input_dims = list(dict(schema.input_dims))
     mode = schema.mode
     if mode == "sample":
         sliced = schema.sliced_dims
+        sample_dims = {d for d, _ in schema.unsliced}  # one index per sample
         keep = [d for d in sliced if d in var_dims]
-        squeeze = tuple(1 + i for i, d in enumerate(var_dims) if d not in sliced)
-        kept_order = [d for d in var_dims if d in sliced]
-        perm = (0, *(1 + kept_order.index(d) for d in keep))
-        return VarLayout(
-            var_dims, ("sample", *(input_name(d) for d in keep)), squeeze, perm, 0, True
-        )
+        squeeze = tuple(1 + i for i, d in enumerate(var_dims) if d in sample_dims)
+        kept_order = [d for d in var_dims if d not in sample_dims]
+        others = [d for d in var_dims if d not in sample_dims and d not in sliced]
+        perm = (0, *(1 + kept_order.index(d) for d in keep + others))
+        out = ("sample", *(input_name(d) for d in keep), *others)
+        return VarLayout(var_dims, out, squeeze, perm, 0, True)
     # window and concat: leading window axis, then the variable's dims
     full = ["input_batch", *var_dims] if mode == "concat" else list(var_dims)
     names = {
@@ -79,17 +90,30 @@ def plan_layout(
     }
     stacked = stack_dims(schema, ds_dims)
     squeeze = () if mode == "concat" else (0,)
-    if len(stacked) < 2:
-        out = tuple(["input_batch"] if mode == "concat" else []) + tuple(
-            names[d] for d in var_dims
-        )
-        return VarLayout(var_dims, out, squeeze, tuple(range(len(full))), 0, True)
-    # stacked layout: (sample, *input dims in input_dims order)
     present = [d for d in stacked if d in full]
+    if len(stacked) < 2 or not present:
+        # not stacked (a variable without stacked dims is only transposed)
+        lead = ["input_batch"] if mode == "concat" else []
+        if len(stacked) < 2:
+            order = lead + list(var_dims)
+        else:
+            order = lead + [d for d in input_dims if d in var_dims]
+        perm = tuple(full.index(d) for d in order)
+        out = tuple(lead) + tuple(names[d] for d in order if d != "input_batch")
+        return VarLayout(var_dims, out, squeeze, perm, 0, True)
+    # stacked layout: (sample, *input dims in input_dims order); the stacked dims the
+    # variable lacks are broadcast (xarray's Dataset.stack does the same)
+    windows = {w.dim: w.window for w in schema.sliced}
+    all_sizes = dict(schema.sizes) if sizes is None else dict(sizes)
+    broadcast = tuple(
+        (j, windows.get(d, all_sizes.get(d, 1)))
+        for j, d in enumerate(stacked)
+        if d not in full
+    )
     order = present + [d for d in input_dims if d in full]
     perm = tuple(full.index(d) for d in order)
     out_dims = ("sample", *(names[d] for d in input_dims if d in full))
-    return VarLayout(var_dims, out_dims, squeeze, perm, len(present), True)
+    return VarLayout(var_dims, out_dims, squeeze, perm, len(stacked), True, broadcast)
 
 
 def layout_array(gathered: NDArray[Any], lay: VarLayout) -> NDArray[Any]:
@@ -99,9 +123,48 @@ def layout_array(gathered: NDArray[Any], lay: VarLayout) -> NDArray[Any]:
         a = a.reshape([n for i, n in enumerate(a.shape) if i not in lay.squeeze])
     if lay.perm != tuple(range(a.ndim)):
         a = a.transpose(lay.perm)
+    if lay.broadcast:
+        for axis, _ in lay.broadcast:
+            a = np.expand_dims(a, axis)
+        shape = list(a.shape)
+        for axis, n in lay.broadcast:
+            shape[axis] = n
+        a = np.broadcast_to(a, shape)
     if lay.n_stack > 1:
         a = a.reshape((-1, *a.shape[lay.n_stack :]))
+    elif lay.broadcast:
+        a = np.ascontiguousarray(a)
     return a
+
+
+def rename_single_inputs(
+    single_inputs: Sequence[Hashable],
+    is_dataarray: bool,
+    variables: Mapping[Hashable, xr.Variable],
+    indexes: Mapping[Hashable, Any],
+) -> tuple[dict[Hashable, xr.Variable], dict[Hashable, Any]]:
+    """Concat mode, shared coordinates on an input dim ``d`` with one window per
+    batch: ``d`` becomes ``d_input``; the index coordinate ``d`` stays a non-index
+    coordinate ``d`` (Dataset) or becomes the index ``d_input`` (DataArray), as 0.4
+    gives."""
+    ren = {d: input_name(d) for d in single_inputs}
+    out: dict[Hashable, xr.Variable] = {}
+    out_indexes = {k: v for k, v in indexes.items() if k not in ren}
+    for name, var in variables.items():
+        if not set(var.dims) & set(ren):
+            out[name] = var
+            continue
+        dims = tuple(ren.get(d, d) for d in var.dims)
+        if name in ren and is_dataarray:
+            new = ren[name]
+            index = PandasIndex(pd.Index(var.values, name=new), new)
+            out[new] = index.create_variables(
+                {new: xr.Variable(dims, var.values, var.attrs)}
+            )[new]
+            out_indexes[new] = index
+        else:
+            out[name] = xr.Variable(dims, var.values, var.attrs)
+    return out, out_indexes
 
 
 class XarrayBuilder:
@@ -113,19 +176,29 @@ class XarrayBuilder:
         ds = obj._to_temp_dataset() if isinstance(obj, xr.DataArray) else obj
         self.name = obj.name if isinstance(obj, xr.DataArray) else None
         self.attrs = dict(obj.attrs)
-        self.ds_dims = list(obj.dims)
+        data_dims, coord_only = canonical_dims(obj)
+        self.ds_dims = data_dims + coord_only  # stacking order: not the open order
+        self.sizes = dict(obj.sizes)
         self.template = ds.coords.to_dataset()
         self.data_vars = {k: (v.dims, dict(v.attrs)) for k, v in ds.data_vars.items()}
         self.coord_names = list(ds.coords)
         input_dims = dict(schema.input_dims)
         sliced = set(schema.sliced_dims)
         mode = schema.mode
+        # concat mode: input dims along which a batch holds one window (0.4 shares
+        # their coordinates across the batch; a DataArray keeps `d_input` indexed)
+        self.single_inputs = [
+            w.dim
+            for w in schema.sliced
+            if mode == "concat" and w.dim in input_dims and w.group == 1
+        ]
         # coordinates gathered per window (the others are shared by the whole batch)
         if mode == "sample":
             self.windowed_coords = [c for c in self.coord_names if ds[c].ndim > 0]
         elif mode == "concat":
+            varying = set(input_dims) - set(self.single_inputs)
             self.windowed_coords = [
-                c for c in self.coord_names if any(d in input_dims for d in ds[c].dims)
+                c for c in self.coord_names if any(d in varying for d in ds[c].dims)
             ]
         else:
             self.windowed_coords = []
@@ -153,7 +226,9 @@ class XarrayBuilder:
             self.windowed_coords + self.block_coords
         )
         self.block_dims = [
-            d for d in schema.sliced_dims if d not in input_dims or mode == "window"
+            d
+            for d in schema.sliced_dims
+            if d not in input_dims or mode == "window" or d in self.single_inputs
         ]
         self._sliced = sliced
         self.obj = obj
@@ -194,7 +269,9 @@ class XarrayBuilder:
     def _layout(self, dims: tuple[Hashable, ...]) -> VarLayout:
         lay = self._layouts.get(dims)
         if lay is None:
-            lay = self._layouts[dims] = plan_layout(self.schema, self.ds_dims, dims)
+            lay = self._layouts[dims] = plan_layout(
+                self.schema, self.ds_dims, dims, self.sizes
+            )
         return lay
 
     def _sample_direct(
@@ -424,7 +501,7 @@ class XarrayBuilder:
         if mode == "sample":
             for name in self.windowed_coords:
                 dims, attrs = self.coord_meta[name]
-                lay = plan_layout(schema, self.ds_dims, dims)
+                lay = self._layout(dims)
                 variables[name] = xr.Variable(
                     lay.out_dims, layout_array(coord_arrays[name], lay), attrs
                 )
@@ -444,7 +521,7 @@ class XarrayBuilder:
         for name, (dims, attrs) in self.data_vars.items():
             a = arrays[name]
             if mode == "sample":
-                lay = plan_layout(schema, self.ds_dims, dims)
+                lay = self._layout(dims)
                 data[name] = xr.Variable(lay.out_dims, layout_array(a, lay), attrs)
             elif mode == "concat":
                 out_dims = (
@@ -454,10 +531,16 @@ class XarrayBuilder:
                 data[name] = xr.Variable(out_dims, a, attrs)
             else:
                 data[name] = xr.Variable(dims, a[0], attrs)
+        shared = dict(coords_ds.coords.variables)
+        shared_indexes = dict(coords_ds.xindexes)
+        if self.single_inputs:
+            shared, shared_indexes = rename_single_inputs(
+                self.single_inputs, self.is_dataarray, shared, shared_indexes
+            )
         coords = xr.Coordinates(
-            {**coords_ds.coords.variables, **variables},
+            {**shared, **variables},
             indexes={
-                **coords_ds.xindexes,
+                **shared_indexes,
                 **(
                     {"sample": PandasIndex(pd.Index(units, name="sample"), "sample")}
                     if mode == "sample"

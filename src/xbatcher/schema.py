@@ -23,7 +23,7 @@ from numpy.typing import NDArray
 
 from .errors import DimensionError, InputTypeError, SchemaError, XbatcherWarning
 
-__all__ = ["BatchSchema", "DimWindows", "Windows"]
+__all__ = ["BatchSchema", "DimWindows", "Windows", "canonical_dims"]
 
 Mode = Literal["window", "concat", "sample"]
 _FORMAT_VERSION = 1
@@ -39,6 +39,53 @@ def _check_int(value: object, what: str, *, minimum: int, fix: str) -> int:
     if int(value) < minimum:
         raise SchemaError(f"{what} must be an integer >= {minimum}; got {value}. {fix}")
     return int(value)
+
+
+def _name_key(name: Hashable) -> tuple[str, str]:
+    return (str(name), type(name).__name__)
+
+
+def canonical_dims(obj: Any) -> tuple[list[Hashable], list[Hashable]]:
+    """The dims of an xarray object in an order that does not depend on how it was
+    opened: ``(data_dims, coordinate_only_dims)``.
+
+    ``data_dims`` are the dims of the data variables in order of first appearance over
+    the variables sorted by number of dims (most first), then by name; so the order
+    of a Dataset whose variables share their dims (or whose largest variable has them
+    all) is that variable's. ``coordinate_only_dims`` are dims found only on
+    coordinates (e.g. ``bnds`` of a CF ``time_bnds``), in order of first appearance
+    over the coordinates sorted by name. Only data dims define the sample space.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> ds = xr.Dataset({"lsm": (("lat", "lon"), np.zeros((2, 3))),
+    ...                  "t2m": (("time", "lat", "lon"), np.zeros((4, 2, 3)))},
+    ...                 coords={"time_bnds": (("time", "bnds"), np.zeros((4, 2)))})
+    >>> canonical_dims(ds)
+    (['time', 'lat', 'lon'], ['bnds'])
+    """
+    if hasattr(obj, "data_vars"):
+        data = [(name, tuple(v.dims)) for name, v in obj.data_vars.items()]
+    else:
+        data = [(obj.name, tuple(obj.dims))]
+    data.sort(key=lambda nv: (-len(nv[1]), _name_key(nv[0])))
+    order: dict[Hashable, None] = {}
+    for _, dims in data:
+        order.update(dict.fromkeys(dims))
+    extra: dict[Hashable, None] = {}
+    for name in sorted(obj.coords, key=_name_key):
+        extra.update(dict.fromkeys(d for d in obj.coords[name].dims if d not in order))
+    return list(order), list(extra)
+
+
+def sample_space_sizes(obj: Any, sliced: Any = ()) -> dict[Hashable, int]:
+    """Dim sizes of the sample space of ``obj``: its data dims (canonical order) and
+    any coordinate-only dim named in ``sliced``."""
+    data_dims, coord_only = canonical_dims(obj)
+    sizes = obj.sizes
+    dims = data_dims + [d for d in coord_only if d in set(sliced)]
+    return {d: int(sizes[d]) for d in dims}
 
 
 def _as_pairs(
@@ -75,6 +122,9 @@ class DimWindows:
         Windows per batch along this dim (``concat_input_dims``); 1 otherwise.
     keep_remainder : bool
         Add a last window ending at ``size`` when the grid leaves points uncovered.
+    max_groups : int, optional
+        At most this many groups (0.4's count along a batch-only dim in concat mode
+        with a dim in both ``input_dims`` and ``batch_dims``).
 
     Examples
     --------
@@ -91,6 +141,7 @@ class DimWindows:
     stride: int
     group: int
     keep_remainder: bool
+    max_groups: int | None = None
     n_regular: int = field(init=False)
     n_windows: int = field(init=False)
     n_groups: int = field(init=False)
@@ -103,6 +154,8 @@ class DimWindows:
             n_groups = -(-n_windows // self.group)
         else:
             n_groups = n_windows // self.group
+        if self.max_groups is not None:
+            n_groups = min(n_groups, self.max_groups)
         object.__setattr__(self, "n_regular", n_regular)
         object.__setattr__(self, "n_windows", n_windows)
         object.__setattr__(self, "n_groups", n_groups)
@@ -145,8 +198,9 @@ class BatchSchema:
     Parameters
     ----------
     sizes : mapping or xarray object
-        Dim name -> length, in the dataset's dim order (an xarray object is accepted
-        and its ``sizes`` used).
+        Dim name -> length, in sample-numbering order. An xarray object is accepted:
+        its data dims are used, in :func:`canonical_dims` order (plus coordinate-only
+        dims named in ``input_dims`` / ``batch_dims``).
     input_dims, input_overlap, batch_dims, concat_input_dims
         As for :class:`xbatcher.BatchGenerator`.
     keep_remainder : bool
@@ -195,7 +249,8 @@ class BatchSchema:
         drop_last: bool = False,
     ) -> None:
         if hasattr(sizes, "sizes") and hasattr(sizes, "dims"):
-            sizes = dict(sizes.sizes)
+            named = [*dict(input_dims or {}), *dict(batch_dims or {})]
+            sizes = sample_space_sizes(sizes, named)
         setattr_ = object.__setattr__
         setattr_(self, "sizes", _normalise(sizes, "sizes"))
         setattr_(self, "input_dims", _normalise(input_dims, "input_dims"))
@@ -303,25 +358,29 @@ class BatchSchema:
             window = input_dims[dim] if dim in input_dims else batch_dims[dim]
             stride = window - overlap.get(dim, 0)
             group = 1
+            max_groups = None
             if self.concat_input_dims and dim in input_dims:
-                n_all = DimWindows(
-                    dim, sizes[dim], window, stride, 1, self.keep_remainder
-                ).n_windows
                 if dim in batch_dims:
-                    span = batch_dims[dim]
-                    if span < window:
-                        raise SchemaError(
-                            f"batch_dims[{dim!r}] must be at least the window "
-                            f"input_dims[{dim!r}] ({window}) with concat_input_dims=True; "
-                            f"got {span}. A batch holds the windows that fit in "
-                            f"batch_dims[{dim!r}] points: use batch_dims[{dim!r}] >= "
-                            f"{window}."
-                        )
-                    group = (span - window) // stride + 1
+                    # 0.4's rule: ceil(B / stride) consecutive windows per batch
+                    group = -(-batch_dims[dim] // stride)
                 else:
-                    group = n_all
+                    group = DimWindows(
+                        dim, sizes[dim], window, stride, 1, self.keep_remainder
+                    ).n_windows
+            elif self.concat_input_dims and duplicate and not self.keep_remainder:
+                # 0.4 keeps size // B blocks along a batch-only dim here (fewer than
+                # the windows when batch dims overlap)
+                max_groups = sizes[dim] // window
             sliced.append(
-                DimWindows(dim, sizes[dim], window, stride, group, self.keep_remainder)
+                DimWindows(
+                    dim,
+                    sizes[dim],
+                    window,
+                    stride,
+                    group,
+                    self.keep_remainder,
+                    max_groups,
+                )
             )
         object.__setattr__(self, "sliced", tuple(sliced))
         object.__setattr__(

@@ -8,6 +8,7 @@ storage chunk its window starts in, for the chunk-aware shuffle.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
@@ -92,13 +93,23 @@ def chunk_labels(
 ) -> NDArray[np.int64]:
     """Storage chunk (as one int) in which each unit's first window starts.
 
-    Uses the first chunked data variable; all units get label 0 for in-memory data.
+    Uses the chunked data variable with the most chunks; all units get label 0 for in-memory data.
     ``units`` defaults to every unit of the schema.
     """
     if units is None:
         units = np.arange(schema.n_units, dtype=np.int64)
     n = int(units.size)
-    name = next((k for k, s in sources.items() if s.bounds is not None), None)
+    # the chunked data variable with the most chunks (then dims, then name): a
+    # choice that does not depend on the order of the Dataset's variables
+    name = min(
+        (k for k, s in sources.items() if s.bounds is not None),
+        key=lambda k: (
+            -math.prod(sources[k].nchunks),
+            -len(var_dims[k]),
+            str(k),
+        ),
+        default=None,
+    )
     if name is None:
         return np.zeros(n, dtype=np.int64)
     src = sources[name]
