@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import itertools
 import math
@@ -299,3 +300,61 @@ def schemas(
     }
     assume(count_windows(sizes, params) <= max_windows)
     return sizes, params
+
+
+# --------------------------------------------------------------------------- xbatcher 0.4
+# The 0.4.0 wheel: its tests run against us (test_compat04.py) and its code is the
+# other side of the differential tests (test_differential04.py).
+VERSION_04 = "0.4.0"
+WHEEL = f"xbatcher-{VERSION_04}-py3-none-any.whl"
+WHEEL_SHA256 = "a52dfa4e772c83f7a1937261c9a51cba656edefd09f5ffd780f62da2ad0dbea2"
+IN_CI = bool(os.environ.get("CI"))
+
+
+def unavailable(reason: str) -> None:
+    """Skip outside CI; fail in CI, where everything the tests need is installed."""
+    if IN_CI:
+        pytest.fail(f"{reason} (CI is set: this must not be skipped)")
+    pytest.skip(reason)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _cache_dir(config: pytest.Config) -> Path:
+    """The pytest cache's folder for the wheel, or ~/.cache/xbatcher-tests."""
+    cache = getattr(config, "cache", None)  # None with -p no:cacheprovider
+    if cache is not None:
+        return Path(cache.mkdir(f"xbatcher-{VERSION_04}"))
+    path = Path.home() / ".cache" / "xbatcher-tests"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def wheel_04(pytestconfig: pytest.Config) -> Path:
+    """The xbatcher 0.4.0 wheel (0.4's code and its test suite), downloaded once with
+    pip and checked against its published sha256."""
+    folder = _cache_dir(pytestconfig)
+    wheel = folder / WHEEL
+    if not (wheel.is_file() and _sha256(wheel) == WHEEL_SHA256):
+        cmd = [sys.executable, "-m", "pip", "download", f"xbatcher=={VERSION_04}"]
+        cmd += ["--no-deps", "--only-binary=:all:", "--dest", str(folder)]
+        try:
+            done = subprocess.run(
+                cmd, capture_output=True, text=True, timeout=300, check=False
+            )
+        except subprocess.TimeoutExpired:
+            unavailable(f"pip download xbatcher=={VERSION_04} timed out after 300 s")
+        if done.returncode != 0 or not wheel.is_file():
+            tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+            unavailable(
+                f"could not download the xbatcher {VERSION_04} wheel with pip "
+                f"(exit {done.returncode}): {' | '.join(tail)}"
+            )
+    digest = _sha256(wheel)
+    assert digest == WHEEL_SHA256, (
+        f"{wheel} has sha256 {digest}, not the published {WHEEL_SHA256}; delete it"
+    )
+    return wheel

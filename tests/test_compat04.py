@@ -13,7 +13,6 @@ is not installed (TensorFlow) skips; in CI it must run.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import subprocess
@@ -26,10 +25,8 @@ from xml.etree import ElementTree
 import pytest
 
 import xbatcher
+from conftest import unavailable
 
-VERSION = "0.4.0"
-WHEEL = f"xbatcher-{VERSION}-py3-none-any.whl"
-WHEEL_SHA256 = "a52dfa4e772c83f7a1937261c9a51cba656edefd09f5ffd780f62da2ad0dbea2"
 #: The test files of the 0.4.0 wheel (test_wheel_has_these_test_files keeps it whole).
 TEST_FILES = (
     "test_accessors.py",
@@ -40,55 +37,6 @@ TEST_FILES = (
 )
 #: Framework a whole 0.4 test file needs at import time (it errors without it).
 NEEDS = {"test_keras_loaders.py": "tensorflow", "test_torch_loaders.py": "torch"}
-IN_CI = bool(os.environ.get("CI"))
-
-
-def _unavailable(reason: str) -> None:
-    """Skip outside CI; fail in CI, where everything the tests need is installed."""
-    if IN_CI:
-        pytest.fail(f"{reason} (CI is set: this must not be skipped)")
-    pytest.skip(reason)
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _cache_dir(config: pytest.Config) -> Path:
-    """The pytest cache's folder for the wheel, or ~/.cache/xbatcher-tests."""
-    cache = getattr(config, "cache", None)  # None with -p no:cacheprovider
-    if cache is not None:
-        return Path(cache.mkdir(f"xbatcher-{VERSION}"))
-    path = Path.home() / ".cache" / "xbatcher-tests"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-@pytest.fixture(scope="session")
-def wheel_04(pytestconfig: pytest.Config) -> Path:
-    """The xbatcher 0.4.0 wheel, downloaded once and checked against its sha256."""
-    folder = _cache_dir(pytestconfig)
-    wheel = folder / WHEEL
-    if not (wheel.is_file() and _sha256(wheel) == WHEEL_SHA256):
-        cmd = [sys.executable, "-m", "pip", "download", f"xbatcher=={VERSION}"]
-        cmd += ["--no-deps", "--only-binary=:all:", "--dest", str(folder)]
-        try:
-            done = subprocess.run(
-                cmd, capture_output=True, text=True, timeout=300, check=False
-            )
-        except subprocess.TimeoutExpired:
-            _unavailable(f"pip download xbatcher=={VERSION} timed out after 300 s")
-        if done.returncode != 0 or not wheel.is_file():
-            tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-            _unavailable(
-                f"could not download the xbatcher {VERSION} wheel with pip "
-                f"(exit {done.returncode}): {' | '.join(tail)}"
-            )
-    digest = _sha256(wheel)
-    assert digest == WHEEL_SHA256, (
-        f"{wheel} has sha256 {digest}, not the published {WHEEL_SHA256}; delete it"
-    )
-    return wheel
 
 
 @pytest.fixture(scope="session")
@@ -177,7 +125,7 @@ def test_04_suite(suite_04: Path, test_file: str) -> None:
     """Each test of 0.4's ``test_file`` passes against this xbatcher."""
     needed = NEEDS.get(test_file)
     if needed and importlib.util.find_spec(needed) is None:
-        _unavailable(
+        unavailable(
             f"0.4's {test_file} needs {needed}, which is not installed "
             f'(pip install "xbatcher[test]" installs it)'
         )
@@ -195,7 +143,7 @@ def test_04_suite(suite_04: Path, test_file: str) -> None:
     assert done.returncode == 0, f"pytest exited {done.returncode}:\n{done.stdout}"
     assert outcomes["passed"], f"no test ran in {test_file}:\n{done.stdout}"
     if outcomes["skipped"]:
-        _unavailable(
+        unavailable(
             f"{len(outcomes['skipped'])} of 0.4's tests in {test_file} skipped "
             f"(the others passed): "
             + "; ".join(f"{t}: {m}" for t, m in outcomes["skipped"])

@@ -1,28 +1,25 @@
 """Differential tests against xbatcher 0.4 itself, run in a child process.
 
-The 0.4 side needs a Python with ``xbatcher==0.4.0`` installed: ``XBATCHER_04_PYTHON``,
-else ``/tmp/venv04/bin/python``, else a venv made by ``benchmarks/run.py``; the tests
-are skipped when none exists (make one with ``python -m venv /tmp/venv04 &&
-/tmp/venv04/bin/pip install xbatcher==0.4.0 numpy xarray dask pandas``).
-
-Batches cross the process boundary as pickles, so both sides need the same numpy,
-pandas and xarray versions (checked; skipped otherwise).
+The 0.4 side is xbatcher 0.4.0's own code, unpacked from its wheel (the ``wheel_04``
+fixture of conftest.py downloads it once) and imported by a child process of this
+interpreter, so both sides share numpy, pandas and xarray; batches cross the process
+boundary as pickles.
 """
 
 from __future__ import annotations
 
-import glob
 import math
 import os
 import pickle
 import subprocess
+import sys
 import warnings
+import zipfile
 from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pytest
 import xarray as xr
 from hypothesis import HealthCheck, Phase, given, settings
@@ -32,9 +29,11 @@ import xbatcher as xb
 from reference import concat_group, reference_batches, window_starts
 
 RUNNER = """
-import pickle, sys, warnings
+import os, pickle, sys, warnings
 import xbatcher
-assert xbatcher.__version__ == "0.4.0", xbatcher.__version__
+# 0.4 from the unpacked wheel, not ours
+assert xbatcher.__file__.startswith(os.environ["PYTHONPATH"]), xbatcher.__file__
+assert hasattr(xbatcher.generators, "BatchGenerator")
 with open(sys.argv[1], "rb") as f:
     cases = pickle.load(f)
 out = []
@@ -54,34 +53,16 @@ with open(sys.argv[2], "wb") as f:
 """
 
 
-def _find_04_python() -> str | None:
-    candidates = [os.environ.get("XBATCHER_04_PYTHON", ""), "/tmp/venv04/bin/python"]
-    root = Path(__file__).resolve().parents[1]
-    candidates += sorted(
-        str(Path(p).parent / "bin" / "python")
-        for p in glob.glob(str(root / "benchmarks" / ".results" / "venv-xb04-*/READY"))
-    )
-    for py in candidates:
-        if py and os.path.exists(py):
-            return py
-    return None
-
-
 @pytest.fixture(scope="module")
-def run04(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    py = _find_04_python()
-    if py is None:
-        pytest.skip("no Python with xbatcher 0.4 (set XBATCHER_04_PYTHON)")
-    # the child must import its own xbatcher 0.4, not ours through PYTHONPATH
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    probe = subprocess.run(
-        [py, "-c", "import numpy, pandas, xarray, xbatcher; print(numpy.__version__, "
-         "pandas.__version__, xarray.__version__, xbatcher.__version__)"],
-        capture_output=True, text=True, check=False, timeout=120, env=env,
-    )  # fmt: skip
-    mine = f"{np.__version__} {pd.__version__} {xr.__version__} 0.4.0"
-    if probe.returncode != 0 or probe.stdout.strip() != mine:
-        pytest.skip(f"0.4 venv unusable or versions differ: {probe.stdout!r} vs {mine}")
+def run04(wheel_04: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    package = tmp_path_factory.mktemp("xbatcher04-package")
+    with zipfile.ZipFile(wheel_04) as zf:
+        for name in zf.namelist():
+            if name.startswith("xbatcher/") and "/tests/" not in name:
+                zf.extract(name, package)
+    # the child imports 0.4 from the unpacked wheel, before our installed package
+    env = {**os.environ, "PYTHONPATH": str(package)}
+    py = sys.executable
     folder = tmp_path_factory.mktemp("xb04")
     script = folder / "runner.py"
     script.write_text(RUNNER)
