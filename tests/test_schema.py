@@ -139,3 +139,32 @@ def test_concat_groups_and_short_last_group():
     # a span shorter than the window: one window per batch, as in 0.4
     s = BatchSchema({"t": 100}, {"t": 10}, batch_dims={"t": 5}, concat_input_dims=True)
     assert len(s) == 10 and s.windows_per_unit == 1
+
+
+def test_to_json_writes_dims_as_0_4_objects_and_reads_version_1() -> None:
+    import json
+
+    s = BatchSchema(
+        {"time": 10, "y": 40, "x": 100},
+        input_dims={"x": 30, "y": 20},
+        input_overlap={"x": 5},
+        batch_dims={"time": 2},
+    )
+    data = json.loads(s.to_json())
+    assert data["input_dims"] == {"x": 30, "y": 20}  # 0.4 reads input_dims['x']
+    assert list(data["input_dims"]) == ["x", "y"]  # slicing order kept
+    assert data["batch_dims"] == {"time": 2} and data["input_overlap"] == {"x": 5}
+    # a version-1 description (pairs) still loads to the same schema
+    v1 = {
+        **data,
+        "version": 1,
+        **{
+            k: [[d, n] for d, n in data[k].items()]
+            for k in ("sizes", "input_dims", "input_overlap", "batch_dims")
+        },
+    }
+    assert BatchSchema.from_dict(v1) == s
+    # non-string dim names keep the exact pairs form
+    t = BatchSchema({0: 10, 1: 5}, input_dims={0: 5})
+    assert json.loads(t.to_json())["input_dims"] == [[0, 5]]
+    assert BatchSchema.from_json(t.to_json()) == t

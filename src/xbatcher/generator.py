@@ -893,7 +893,7 @@ class BatchGenerator:
     def _content_fingerprint(self) -> str:
         """Hash of what a unit's batch holds: schema and source (not the order)."""
         h = hashlib.sha256()
-        h.update(self.schema.to_json().encode())
+        h.update(self.schema.fingerprint.encode())
         if self._source_fp is None:  # read once: a few chunks of lazy data
             self._source_fp = source_fingerprint(
                 self.ds, self._sources, self.block_cache

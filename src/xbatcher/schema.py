@@ -26,7 +26,7 @@ from .errors import DimensionError, InputTypeError, SchemaError, XbatcherWarning
 __all__ = ["BatchSchema", "DimWindows", "Windows", "canonical_dims"]
 
 Mode = Literal["window", "concat", "sample"]
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2  # 2: dims as JSON objects (0.4's form); 1: [dim, n] pairs
 
 
 def _check_int(value: object, what: str, *, minimum: int, fix: str) -> int:
@@ -514,7 +514,14 @@ class BatchSchema:
     def to_dict(self) -> dict[str, Any]:
         """JSON-able description; :meth:`from_dict` rebuilds an equal schema."""
 
-        def pairs(p: tuple[tuple[Hashable, int], ...]) -> list[list[Any]]:
+        # 0.4 wrote input_dims etc. as JSON objects ({"x": 20}); so do we when every
+        # dim name is a str (object keys are strings), keeping the dims' order;
+        # otherwise as [[dim, n], ...] pairs, which keep int and tuple names exact
+        as_object = all(isinstance(d, str) for d, _ in self.sizes)
+
+        def pairs(p: tuple[tuple[Hashable, int], ...]) -> Any:
+            if as_object:
+                return {str(d): n for d, n in p}
             return [[_dim_to_json(d), n] for d, n in p]
 
         return {
@@ -538,14 +545,16 @@ class BatchSchema:
                 f"not an xbatcher BatchSchema description (format={data.get('format')!r}); "
                 "pass the output of BatchSchema.to_json()."
             )
-        if data.get("version") != _FORMAT_VERSION:
+        if data.get("version") not in (1, _FORMAT_VERSION):
             raise SchemaError(
                 f"BatchSchema format version {data.get('version')!r} is not supported; "
-                f"this xbatcher reads version {_FORMAT_VERSION}."
+                f"this xbatcher reads versions 1 and {_FORMAT_VERSION}."
             )
 
         def pairs(key: str) -> tuple[tuple[Hashable, int], ...]:
-            return tuple((_dim_from_json(d), int(n)) for d, n in data[key])
+            value = data[key]
+            items = value.items() if isinstance(value, Mapping) else value
+            return tuple((_dim_from_json(d), int(n)) for d, n in items)
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", XbatcherWarning)
@@ -561,8 +570,13 @@ class BatchSchema:
             )
 
     def to_json(self) -> str:
-        """Serialise the schema to JSON (lossless, unlike 0.4's ``to_json``)."""
-        return json.dumps(self.to_dict(), sort_keys=True)
+        """Serialise the schema to JSON (lossless, unlike 0.4's ``to_json``).
+
+        ``input_dims``, ``input_overlap`` and ``batch_dims`` are JSON objects as in
+        0.4 (``{"x": 20}``) when all dim names are strings, in their order (keys are
+        not sorted: the order of ``input_dims`` is the slicing order).
+        """
+        return json.dumps(self.to_dict())
 
     @classmethod
     def from_json(cls, text: str) -> BatchSchema:
@@ -576,8 +590,22 @@ class BatchSchema:
 
     @property
     def fingerprint(self) -> str:
-        """Stable short hash of the schema (same on every machine and run)."""
-        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+        """Stable short hash of the schema (same on every machine and run).
+
+        Computed from a canonical form (version-1 pairs, sorted keys) that does not
+        follow changes of the ``to_json`` layout, so saved fingerprints stay valid.
+        """
+        canonical = {
+            **self.to_dict(),
+            "version": 1,
+            **{
+                key: [[_dim_to_json(d), n] for d, n in getattr(self, key)]
+                for key in ("sizes", "input_dims", "input_overlap", "batch_dims")
+            },
+        }
+        return hashlib.sha256(
+            json.dumps(canonical, sort_keys=True).encode()
+        ).hexdigest()[:16]
 
 
 def _dim_to_json(dim: Hashable) -> Any:
