@@ -16,7 +16,7 @@ import itertools
 import math
 import threading
 import warnings
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,7 +46,7 @@ _FILTERS = ("skip_nan", "mask")
 _AxisWindows = tuple[NDArray[np.int64], NDArray[np.int64]] | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SampleFilter:
     """Validated sample filters of a generator.
 
@@ -346,7 +346,7 @@ def _window_ok(
             with lock:
                 bad[where] += counts
 
-    _run_on_all_cores([_bind(count, r) for r in _block_regions(source)])
+    _run_on_all_cores(_bind(count, r) for r in _block_regions(source))
     return np.asarray(points - bad >= need)
 
 
@@ -356,21 +356,21 @@ def _bind(
     return lambda: fn(region)
 
 
-def _block_regions(source: Source) -> list[tuple[slice, ...]]:
-    """The storage chunks of a source (blocks of about 16 MiB for in-memory data)."""
+def _block_regions(source: Source) -> Iterator[tuple[slice, ...]]:
+    """The storage chunks of a source (blocks of about 16 MiB for in-memory data),
+    one at a time (a store may have millions)."""
     if source.bounds is not None:
-        ids = itertools.product(*(range(n) for n in source.nchunks))
-        return [source.chunk_region(c) for c in ids]
+        for cid in itertools.product(*(range(n) for n in source.nchunks)):
+            yield source.chunk_region(cid)
+        return
     block = _default_block(source.shape, source.dtype.itemsize)
-    return [
-        tuple(
+    for starts in itertools.product(
+        *(range(0, n, b) for n, b in zip(source.shape, block, strict=True))
+    ):
+        yield tuple(
             slice(a, min(a + b, n))
             for a, b, n in zip(starts, block, source.shape, strict=True)
         )
-        for starts in itertools.product(
-            *(range(0, n, b) for n, b in zip(source.shape, block, strict=True))
-        )
-    ]
 
 
 def _block_counts(
@@ -411,7 +411,7 @@ def _block_counts(
     return tuple(where), counts
 
 
-def _run_on_all_cores(jobs: Sequence[Callable[[], None]]) -> None:
+def _run_on_all_cores(jobs: Iterable[Callable[[], None]]) -> None:
     """Run ``jobs`` on the calling thread and the gather pool's helpers; the first
     error stops the others from starting new jobs and is raised here."""
     queue = iter(jobs)
@@ -430,8 +430,7 @@ def _run_on_all_cores(jobs: Sequence[Callable[[], None]]) -> None:
                 failed.append(err)
                 raise
 
-    helpers = min(len(jobs) - 1, usable_cores() - 1)
-    futures = [worker_pool("gather").submit(drain) for _ in range(max(0, helpers))]
+    futures = [worker_pool("gather").submit(drain) for _ in range(usable_cores() - 1)]
     try:
         drain()
     finally:
