@@ -173,7 +173,7 @@ def make_filter(
                 f"{list(data.data_vars)}."
             )
     if isinstance(mask, xr.DataArray):
-        mask = _align_mask(mask, data)
+        mask = _align_mask(mask, data, list(dict(schema.sizes)))
     elif mask is not None:
         if not isinstance(mask, Hashable):
             raise InputTypeError(
@@ -186,7 +186,7 @@ def make_filter(
                 f"{list(data.variables)}. Pass the name of a boolean variable or a "
                 "boolean DataArray."
             )
-        _check_mask_dims(data[mask], data)
+        _check_mask_dims(data[mask], list(dict(schema.sizes)))
     return SampleFilter(tuple(names), mask, thresholds)
 
 
@@ -218,22 +218,24 @@ def _check_min_valid(min_valid: float | Mapping[str, float]) -> dict[str, float]
     return out
 
 
-def _check_mask_dims(mask: xr.DataArray, data: xr.Dataset) -> None:
+def _check_mask_dims(mask: xr.DataArray, dims: Sequence[Hashable]) -> None:
     if mask.dtype != bool:
         raise SchemaError(
             f"mask must be a boolean variable; got dtype {mask.dtype}. Use e.g. "
             "mask=ds.land_fraction > 0.5."
         )
-    extra = [d for d in mask.dims if d not in data.dims]
+    extra = [d for d in mask.dims if d not in dims]
     if extra:
         raise DimensionError(
             f"mask has dims {extra} that the data lacks (the data's dims are "
-            f"{list(data.dims)}). Select one element of them, e.g. "
+            f"{list(dims)}). Select one element of them, e.g. "
             f"mask.isel({extra[0]}=0), or reduce them (mask.any({extra[0]!r}))."
         )
 
 
-def _align_mask(mask: xr.DataArray, data: xr.Dataset) -> xr.DataArray:
+def _align_mask(
+    mask: xr.DataArray, data: xr.Dataset, dims: Sequence[Hashable]
+) -> xr.DataArray:
     """``mask`` matched to the data by coordinate labels, as ``ds.where(mask)`` does.
 
     Along a dim where both have an index, the mask is reindexed to the data's labels
@@ -242,7 +244,7 @@ def _align_mask(mask: xr.DataArray, data: xr.Dataset) -> xr.DataArray:
     otherwise drop samples silently. Along other dims the mask matches by position
     and must have the data's size.
     """
-    _check_mask_dims(mask, data)
+    _check_mask_dims(mask, dims)
     indexers: dict[Hashable, pd.Index] = {}
     for d in mask.dims:
         mine, theirs = mask.indexes.get(d), data.indexes.get(d)
