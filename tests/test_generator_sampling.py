@@ -437,3 +437,152 @@ def test_full_shuffle_over_chunked_data_bigger_than_the_cache_warns(tmp_path):
         xb.BatchGenerator(da, **params, seed=0)
         xb.BatchGenerator(da.compute(), **params, seed=0, block_cache_bytes="1KiB")
         xb.BatchGenerator(da, **{**params, "shuffle": "chunks"}, block_cache_bytes=0)
+
+
+# ---------------------------------------------------------------- composition
+
+
+def nan_dataset(nt: int, ny: int, nx: int, holes) -> xr.Dataset:
+    da = make_da(nt, ny, nx)
+    values = da.values.copy()
+    values.reshape(-1)[list(holes)] = np.nan
+    return da.copy(data=values).to_dataset()
+
+
+def all_units(bgen: xb.BatchGenerator) -> list[int]:
+    return [int(u) for i in range(len(bgen)) for u in bgen.batch_units(i)]
+
+
+compositions = st.fixed_dictionaries(
+    {
+        "nt": st.integers(4, 12),
+        "wy": st.integers(1, 3),
+        "oy": st.integers(0, 1),
+        "holes": st.sets(st.integers(0, 12 * 5 * 4 - 1), max_size=12),
+        "frac": st.sampled_from([0.25, 0.5, 0.6, 0.75]),
+        "gap": st.integers(0, 1),
+        "world": st.integers(1, 4),
+        "even": st.sampled_from(["pad", "drop"]),
+        "shuffle": st.booleans(),
+        "use_mask": st.booleans(),
+    }
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(p=compositions)
+def test_splits_shards_and_filters_compose_in_any_order(p):
+    ds = nan_dataset(p["nt"], 5, 4, [h for h in p["holes"] if h < p["nt"] * 20])
+    wy = min(p["wy"], 5)
+    mask = xr.DataArray(
+        np.arange(p["nt"] * 5).reshape(p["nt"], 5) % 3 != 0,
+        dims=("time", "y"),
+        coords={"time": ds.time, "y": ds.y},
+    ).isel(time=slice(None, None, -1))  # descending labels: matched by label
+    filt = dict(skip_nan="v", mask=mask if p["use_mask"] else None)
+    kw = dict(
+        input_dims={"y": wy, "x": 2},
+        input_overlap={"y": min(p["oy"], wy - 1)},
+        batch_size=3,
+        shuffle=p["shuffle"],
+        seed=4 if p["shuffle"] else None,
+    )
+    parts = dict(train=p["frac"], val=1 - p["frac"])
+    try:
+        bgen = xb.BatchGenerator(ds, **kw, **filt)
+        ranges = xb.sampling.split_ranges(p["nt"], parts, p["gap"])
+    except SchemaError:
+        return  # a part too small for the fractions
+    split = bgen.split("time", gap=p["gap"], **parts)
+    for name, (a, b) in ranges.items():
+        sub = ds.isel(time=slice(a, b))
+        # natural definition: the same arguments on the part's data
+        natural = xb.BatchGenerator(sub, **kw, **filt)
+        part = split[name]
+        assert all_units(part) == all_units(natural)
+        assert part.sample_ids().tolist() == natural.sample_ids().tolist()
+        # shards of a split: disjoint (up to padding) and complete
+        w = p["world"]
+        shards = [part.shard(r, w, p["even"]) for r in range(w)]
+        seen = [all_units(s) for s in shards]
+        flat = [u for s in seen for u in s]
+        n = part.n_units
+        if p["even"] == "drop":
+            assert len(flat) == len(set(flat)) == n - n % w
+        else:
+            assert set(flat) == set(part.sample_ids()) and len(flat) == -(-n // w) * w
+        # split of a shard == shard of the split, for every rank
+        for r in range(w):
+            other = bgen.shard(r, w, p["even"]).split("time", gap=p["gap"], **parts)
+            assert all_units(other[name]) == seen[r]
+        # no filtered sample in any part: values checked, not ids
+        for batch in part.arrays:
+            assert not np.isnan(batch["v"]).any()
+
+
+def test_split_keeps_cache_shuffle_and_epoch():
+    ds = nan_dataset(8, 5, 4, [7, 100])
+    store: dict = {}
+    calls = []
+
+    def pre(batch):
+        calls.append(1)
+        return batch
+
+    bgen = xb.BatchGenerator(
+        ds,
+        {"y": 2, "x": 2},
+        batch_size=2,
+        shuffle="chunks",
+        seed=9,
+        skip_nan="v",
+        cache=store,
+        cache_preprocess=pre,
+        block_cache_bytes="8MiB",
+    )
+    bgen.set_epoch(3)
+    train = bgen.split("time", train=0.5, val=0.5)["train"]
+    assert train.sampler == bgen.sampler and train.epoch == 3
+    assert train.cache is store and train.cache_preprocess is pre
+    assert train.block_cache.max_bytes == 8 * 2**20
+    first = train[0]
+    assert calls == [1] and store
+    xr.testing.assert_identical(train[0], first)  # read back from the cache
+    assert calls == [1]
+
+
+def test_weights_length_checked_at_construction_and_follow_samples():
+    ds = nan_dataset(4, 5, 4, [0])  # the NaN removes sample 0
+    kw = dict(input_dims={"y": 1, "x": 2}, batch_size=4, skip_nan="v")
+    full = 4 * 5 * 2
+    with pytest.raises(
+        SchemaError,
+        match=rf"weights have {full} entries but this "
+        rf"generator has {full - 1} samples kept by skip_nan/mask.*"
+        r"sample_ids\(\)",
+    ):
+        xb.BatchGenerator(ds, **kw, sampler=xb.RandomSampler(weights=np.ones(full)))
+    bgen = xb.BatchGenerator(ds, **kw)
+    assert bgen.n_units == full - 1 and bgen.sample_ids()[0] == 1
+    per_sample = np.zeros(full)
+    per_sample[[5, 9, 25]] = [1.0, 3.0, 1.0]  # by sample number of the unfiltered grid
+    weighted = bgen.with_sampler(
+        xb.RandomSampler(num_samples=400, weights=per_sample[bgen.sample_ids()], seed=1)
+    )
+    drawn = {int(s) for batch in weighted for s in batch["sample"].values}
+    assert drawn == {5, 9, 25}
+    # weights follow their samples into the parts of a split
+    parts = weighted.split("time", early=2, late=2)
+    assert {int(s) for b in parts["early"] for s in b["sample"].values} == {5, 9}
+    assert {int(s) for b in parts["late"] for s in b["sample"].values} == {5}
+    np.testing.assert_array_equal(
+        parts["late"].sampler.weights, per_sample[20:][parts["late"].sample_ids()]
+    )
+    # a cut off the window grid cannot carry weights: refused, with the fix
+    ds2 = make_da(2, 6, 2).to_dataset()
+    g = xb.BatchGenerator(
+        ds2, {"y": 2}, batch_size=2, sampler=xb.RandomSampler(weights=np.ones(12))
+    )
+    with pytest.raises(SchemaError, match="not a window of the unsplit data's window"):
+        g.split("y", a=3, b=3)
+    assert g.split("y", a=2, b=4)["b"].sampler.weights.size == 8

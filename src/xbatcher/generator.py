@@ -10,8 +10,8 @@ number of windows; batch ``i`` is computed on demand.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
-import itertools
 import json
 import math
 import operator
@@ -46,9 +46,10 @@ from .sampling import (
     Shard,
     ShuffleSampler,
     UnitGroups,
-    split_ranges,
 )
 from .schema import BatchSchema, Windows
+from .splits import check_sampler_fits, parent_units, split_bounds
+from .validity import make_filter
 
 __all__ = ["ArrayBatches", "BatchGenerator"]
 
@@ -116,7 +117,12 @@ class BatchGenerator:
         With ``batch_size``: skip samples whose window holds NaN in these variables.
     mask : str or xarray.DataArray, optional
         With ``batch_size``: keep only samples whose window is True everywhere in this
-        boolean variable (name of a variable of ``ds`` or a DataArray).
+        boolean variable (name of a variable of ``ds`` or a DataArray, matched to the
+        data by coordinate labels as ``ds.where(mask)`` matches it).
+    min_valid : float or dict, default 1.0
+        Fraction of each window that must be valid for ``skip_nan`` (not NaN) and
+        ``mask`` (True): ``min_valid=0.5`` keeps windows at least half valid;
+        ``{"mask": 0.5}`` sets it for one filter (the other stays 1.0).
 
     Examples
     --------
@@ -150,6 +156,7 @@ class BatchGenerator:
         resident_bytes: int | str | None = None,
         skip_nan: str | Sequence[str] | None = None,
         mask: str | xr.DataArray | None = None,
+        min_valid: float | Mapping[str, float] = 1.0,
     ) -> None:
         if not isinstance(ds, xr.Dataset | xr.DataArray):
             raise InputTypeError(
@@ -203,16 +210,13 @@ class BatchGenerator:
             for name, dims in self._var_dims.items()
         }
         self._valid: NDArray[np.int64] | None = None
-        if skip_nan is not None or mask is not None:
-            from .validity import valid_samples
-
-            if self.schema.mode != "sample":
-                raise SchemaError(
-                    "skip_nan= and mask= filter samples and need sample-level batches; "
-                    "pass batch_size=N as well."
-                )
-            self._valid = valid_samples(data, self.schema, skip_nan=skip_nan, mask=mask)
+        self._filter = make_filter(data, self.schema, skip_nan, mask, min_valid)
+        if self._filter is not None:
+            self._valid = self._filter.valid_samples(
+                self.schema, data, self._sources, self.block_cache
+            )
         self.sampler = self._make_sampler(shuffle, seed, sampler, resident_bytes)
+        check_sampler_fits(self.sampler, self.n_units, self._filter is not None)
         self._batch_cache = None
         if cache is not None:
             from .mapping_cache import MappingBatchCache
@@ -834,60 +838,84 @@ class BatchGenerator:
         >>> {k: len(v) for k, v in parts.items()}
         {'train': 8, 'val': 2}
         """
-        if dim not in self.ds.dims:
-            from .errors import DimensionError
+        ranges = split_bounds(self.ds, dim, parts, gap)
+        return {name: self._part(dim, a, b) for name, (a, b) in ranges.items()}
 
-            raise DimensionError(
-                f"split dim {dim!r} is not a dimension of the data; dims are "
-                f"{list(self.ds.dims)}."
-            )
-        if not parts:
-            raise SchemaError(
-                "split needs at least one part, e.g. split('time', train=0.8, val=0.2)."
-            )
-        ranges: dict[str, tuple[int, int]]
-        if all(isinstance(v, slice | tuple) for v in parts.values()):
-            index = self.ds.indexes.get(dim, None)
-            if index is None:
-                raise SchemaError(
-                    f"label ranges need a coordinate on {dim!r}; use fractions."
-                )
-            ranges = {}
-            for name, v in parts.items():
-                lab = v if isinstance(v, slice) else slice(v[0], v[1])  # type: ignore[index]
-                sl = index.slice_indexer(lab.start, lab.stop)
-                ranges[name] = (
-                    int(sl.start or 0),
-                    int(sl.stop if sl.stop is not None else len(index)),
-                )
-            spans = sorted(ranges.values())
-            for (_a0, a1), (b0, _) in itertools.pairwise(spans):
-                if b0 < a1:
-                    raise SchemaError(
-                        f"split label ranges overlap along {dim!r}: {parts}."
-                    )
-        else:
-            ranges = split_ranges(self.ds.sizes[dim], parts, gap)  # type: ignore[arg-type]
-        return {
-            name: self._rebuild(self.ds.isel({dim: slice(a, b)}))
-            for name, (a, b) in ranges.items()
-        }
-
-    def _rebuild(self, ds: Batch) -> BatchGenerator:
+    def _part(self, dim: Hashable, start: int, stop: int) -> BatchGenerator:
+        """This generator over ``start:stop`` along ``dim``: the same arguments
+        (filters, cache, sampler, shard, epoch) on the cut data; weights follow
+        their samples."""
         s = self.schema
-        return BatchGenerator(
-            ds,
+        filters = (
+            {}
+            if self._filter is None
+            else self._filter.isel(dim, start, stop).arguments()
+        )
+        weights = getattr(self.sampler, "weights", None)
+        part = BatchGenerator(
+            self.ds.isel({dim: slice(start, stop)}),
             dict(s.input_dims),
             dict(s.input_overlap),
             dict(s.batch_dims),
             s.concat_input_dims,
             self.preload_batch,
+            self.cache,
+            self.cache_preprocess,
             keep_remainder=s.keep_remainder,
             batch_size=s.batch_size,
             drop_last=s.drop_last,
-            sampler=self.sampler,
+            sampler=SequentialSampler() if weights is not None else self.sampler,
             block_cache_bytes=self.block_cache.max_bytes,
+            **filters,
         )
+        if weights is not None:
+            units = parent_units(
+                s, self.sample_ids(), part.schema, part.sample_ids(), dim, start
+            )
+            part = part.with_sampler(
+                dataclasses.replace(self.sampler, weights=np.asarray(weights)[units])  # type: ignore[type-var]
+            )
+        part._shard = self._shard
+        part.epoch = self.epoch
+        return part
+
+    def sample_ids(self) -> NDArray[np.int64]:
+        """The sample (or, without ``batch_size``, batch) number of each unit.
+
+        The sampler orders units ``0 .. n_units - 1``; unit ``u`` is sample
+        ``sample_ids()[u]`` (the number ``batch["sample"]`` shows, row-major over
+        ``schema.unit_shape``). Without ``skip_nan``/``mask`` this is
+        ``arange(n_units)``. ``RandomSampler(weights=...)`` weights are indexed by
+        position in this array: build them as ``w[bgen.sample_ids()]`` from per-sample
+        weights ``w`` and attach them with :meth:`with_sampler`.
+
+        Examples
+        --------
+        >>> import numpy as np, xarray as xr, xbatcher as xb
+        >>> ds = xr.Dataset({"v": ("x", [1.0, np.nan, 3.0, 4.0, 5.0, 6.0])})
+        >>> bgen = xb.BatchGenerator(ds, {"x": 2}, batch_size=2, skip_nan="v")
+        >>> bgen.sample_ids().tolist()  # window 0 holds the NaN
+        [1, 2]
+        """
+        if self._valid is None:
+            return np.arange(self.schema.n_units, dtype=np.int64)
+        return self._valid.copy()
+
+    def with_sampler(self, sampler: Sampler) -> BatchGenerator:
+        """A copy of this generator (same data, filters, shard) with another sampler.
+
+        The sampler is checked against this generator's units at once: weights
+        must have ``n_units`` entries, indexed by position in :meth:`sample_ids`.
+        Nothing is read again (the filters' result is shared).
+        """
+        new = copy.copy(self)
+        new.sampler = self._make_sampler(False, None, sampler, None)
+        check_sampler_fits(new.sampler, new.n_units, new._filter is not None)
+        new._groups = None
+        new._page = None
+        new._position = 0
+        new._resume_at = 0
+        return new
 
     # ------------------------------------------------------------------ state
     def _content_fingerprint(self) -> str:
