@@ -380,10 +380,9 @@ def test_reads_equal_zarr_reads(tmp_path, case):
 @pytest.mark.slow
 @settings(max_examples=600, **_SETTINGS)
 @given(case=cases(), memory=st.booleans())
-def test_reads_equal_zarr_reads_long(tmp_path, request, case, memory):
-    """The long run: ``pytest -m slow tests/test_zarr_matrix.py``."""
-    if "slow" not in (request.config.getoption("markexpr") or ""):
-        pytest.skip("long matrix: run it with -m slow")
+def test_reads_equal_zarr_reads_long(tmp_path, case, memory):
+    """The long run: ``pytest -m slow tests/test_zarr_matrix.py`` (deselected by
+    default, see ``addopts`` in pyproject.toml)."""
     store: Any = (
         zarr.storage.MemoryStore()
         if memory
