@@ -29,12 +29,10 @@ from .fingerprint import source_fingerprint
 from .layout import VarLayout, XarrayBuilder, layout_array, plan_layout
 from .reader import (
     BlockCache,
-    Source,
     WindowRequest,
     format_bytes,
     gather,
     gather_grid,
-    make_source,
     parse_bytes,
     prefetch,
     read_region,
@@ -49,6 +47,7 @@ from .sampling import (
     split_ranges,
 )
 from .schema import BatchSchema, Windows
+from .sources import Source, make_source
 
 __all__ = ["ArrayBatches", "BatchGenerator"]
 

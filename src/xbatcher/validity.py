@@ -16,8 +16,8 @@ import xarray as xr
 from numpy.typing import NDArray
 
 from .errors import DimensionError, SchemaError
-from .reader import Source
 from .schema import BatchSchema
+from .sources import Source
 
 __all__ = ["chunk_labels", "valid_samples"]
 
