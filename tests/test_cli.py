@@ -244,7 +244,7 @@ def test_demo_from_a_zarr_store(tmp_path, capsys: pytest.CaptureFixture[str]) ->
     those of the in-memory dataset."""
     import xarray as xr
 
-    from xbatcher.zarr_source import ZarrSource
+    from xbatcher.sources import ZarrSource
 
     store = tmp_path / "demo.zarr"
     argv = ["demo", *SMALL, "--batch-size", "7", "--shuffle", "--zarr", str(store)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 from pathlib import Path
 
@@ -47,3 +48,21 @@ def test_crash_and_resume_equals_uninterrupted(
         assert (resumed["w"], resumed["b"]) == (full["w"], full["b"])
         assert crashed["steps"] + resumed["steps"] == full["steps"]
         assert abs(full["w"] - 2.0) < 0.05 and abs(full["b"] - 0.5) < 0.05
+
+
+# docs whose ```python blocks run as they stand (each page's blocks in order, in one
+# namespace)
+RUNNABLE_DOCS = ["reading.md"]
+
+
+@pytest.mark.parametrize("page", RUNNABLE_DOCS)
+def test_doc_snippets_run(page, monkeypatch):
+    from xbatcher.sources import _registry
+
+    monkeypatch.setattr(_registry, "_registered", [])  # a snippet may register
+    text = (EXAMPLE.parents[1] / page).read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert blocks, f"{page} has no python snippet"
+    namespace: dict[str, object] = {}
+    for block in blocks:
+        exec(compile(block, page, "exec"), namespace)

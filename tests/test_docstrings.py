@@ -15,6 +15,8 @@ MODULES = [
     "xbatcher.reader",
     "xbatcher.sampling",
     "xbatcher.schema",
+    "xbatcher.sources._base",
+    "xbatcher.sources._registry",
     "xbatcher.testing",
     "xbatcher.validity",
 ]
@@ -32,5 +34,6 @@ def test_docstring_examples(name: str) -> None:
         "xbatcher.schema",
         "xbatcher.sampling",
         "xbatcher.reader",
+        "xbatcher.sources._registry",
     }:
         assert result.attempted > 0, f"{name} should have runnable Examples"

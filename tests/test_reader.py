@@ -14,19 +14,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import xbatcher as xb
-from xbatcher import reader
+from xbatcher import _threads, reader
 from xbatcher.errors import SchemaError
 from xbatcher.reader import (
     BlockCache,
-    DaskSource,
-    InMemorySource,
-    Source,
     WindowRequest,
     gather,
     gather_grid,
     parse_bytes,
     read_region,
 )
+from xbatcher.sources import DaskSource, InMemorySource, Source
 
 
 def test_parse_bytes():
@@ -237,11 +235,11 @@ def test_thread_count_setting(monkeypatch):
     """``XBATCHER_NUM_THREADS`` bounds the reader's threads (for many loader worker
     processes); a bad value is a clear error; gathers stay correct with 1 thread."""
     monkeypatch.setenv("XBATCHER_NUM_THREADS", "3")
-    assert reader.usable_cores() == 3
-    assert reader.worker_pool("decode")._max_workers == 3
-    assert reader.worker_pool("gather")._max_workers == 2
+    assert _threads.usable_cores() == 3
+    assert _threads.worker_pool("decode")._max_workers == 3
+    assert _threads.worker_pool("gather")._max_workers == 2
     monkeypatch.setenv("XBATCHER_NUM_THREADS", "1")
-    assert reader.worker_pool("decode")._max_workers == 1
+    assert _threads.worker_pool("decode")._max_workers == 1
     array = np.arange(64 * 64, dtype=np.float64).reshape(64, 64)
     src = DaskSource("d", dsa.from_array(array, chunks=(16, 16)))
     starts = (np.arange(0, 48, 3), np.arange(0, 48, 3)[::-1].copy())
@@ -252,9 +250,9 @@ def test_thread_count_setting(monkeypatch):
     for bad in ("zero", "0"):
         monkeypatch.setenv("XBATCHER_NUM_THREADS", bad)
         with pytest.raises(SchemaError, match=r"XBATCHER_NUM_THREADS must be"):
-            reader.usable_cores()
+            _threads.usable_cores()
     monkeypatch.delenv("XBATCHER_NUM_THREADS")
-    assert 1 <= reader.usable_cores() <= 8
+    assert 1 <= _threads.usable_cores() <= 8
 
 
 @settings(max_examples=40, deadline=None)

@@ -4,13 +4,13 @@ Stores are written with zarr itself (so every metadata field is what the case sa
 format, codecs, fill value, chunk key encoding, group, sharding) and opened with
 xarray. Each case checks, value for value and dtype for dtype:
 
-- the chunks :func:`~xbatcher.reader.make_source` reads against
+- the chunks :func:`~xbatcher.sources.make_source` reads against
   ``xr.open_dataset(..., engine="zarr", chunks=None)`` of the same view (CF decoded);
 - the chunks of the same view opened without CF decoding against
   ``zarr.open_array(...)[view]`` (the stored values);
 - generator batches against the batches of the same data loaded into memory;
-- which path was taken: the direct :class:`~xbatcher.zarr_source.ZarrSource`, or the
-  fallback :class:`~xbatcher.reader.LazySource` for encodings it does not reproduce.
+- which path was taken: the direct :class:`~xbatcher.sources.ZarrSource`, or the
+  fallback :class:`~xbatcher.sources.LazySource` for encodings it does not reproduce.
 
 The damaged-chunk tests corrupt one chunk file of every codec the direct path
 accepts and check that it raises :class:`~xbatcher.errors.ChunkDecodeError` naming
@@ -40,8 +40,7 @@ from hypothesis import strategies as st
 
 import xbatcher as xb
 from xbatcher.errors import ChunkDecodeError
-from xbatcher.reader import LazySource, Source, make_source
-from xbatcher.zarr_source import ZarrSource
+from xbatcher.sources import LazySource, Source, ZarrSource, make_source
 
 
 @dataclass(frozen=True)

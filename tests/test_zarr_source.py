@@ -1,7 +1,7 @@
-"""Direct Zarr chunk reads (``xbatcher.zarr_source``) against xarray's own reading.
+"""Direct Zarr chunk reads (``xbatcher.sources._zarr``) against xarray's own reading.
 
 Every case writes a real Zarr store, opens it lazily with xarray, and checks that the
-source :func:`~xbatcher.reader.make_source` picks reads each chunk exactly as xarray
+source :func:`~xbatcher.sources.make_source` picks reads each chunk exactly as xarray
 reads the same region, and that generator batches equal ``isel`` of the same windows.
 Encodings the direct path does not reproduce must fall back to the generic reader.
 """
@@ -26,8 +26,8 @@ from hypothesis import strategies as st
 import xbatcher as xb
 from reference import reference_batches, reference_sample_batches
 from xbatcher.errors import ChunkDecodeError
-from xbatcher.reader import BlockCache, LazySource, make_source
-from xbatcher.zarr_source import ZarrSource
+from xbatcher.reader import BlockCache
+from xbatcher.sources import LazySource, ZarrSource, make_source
 
 SHAPE = (9, 10, 7)
 CHUNKS = (4, 3, 7)
@@ -345,7 +345,7 @@ def test_chunks_enter_the_cache_as_they_are_decoded(tmp_path):
 def test_declared_sizes_match_what_the_codecs_write(size, name, level):
     """The header fields read before decoding into a preallocated buffer (a wrong
     size there would leave part of a batch uninitialised)."""
-    from xbatcher.zarr_source import _declared_size
+    from xbatcher.sources._zarr import _declared_size
 
     codec = {
         "Zstd": numcodecs.Zstd(level=level),
@@ -391,7 +391,7 @@ def test_a_generator_forked_mid_epoch_does_not_wait_on_parent_threads(tmp_path):
 
 
 def test_big_chunk_files_are_read_without_the_reused_buffer(tmp_path, monkeypatch):
-    from xbatcher import zarr_source
+    from xbatcher.sources import _zarr as zarr_source
 
     monkeypatch.setattr(zarr_source, "_MAX_REUSED_BUFFER", 16)
     path = tmp_path / "s.zarr"
@@ -553,7 +553,7 @@ def test_a_store_class_that_overrides_get_is_read_through_it(tmp_path):
 def test_an_unknown_codec_name_falls_back_to_xarray(tmp_path, monkeypatch):
     """Codecs are recognised by spec name; one the direct path does not know
     (here zstd, removed from the table) is read through xarray."""
-    from xbatcher import zarr_source
+    from xbatcher.sources import _zarr as zarr_source
 
     table = dict(zarr_source._CODEC_IDS)
     del table["zstd"]

@@ -16,7 +16,9 @@ import numpy as np
 import xarray as xr
 from numpy.typing import NDArray
 
-from .reader import BlockCache, InMemorySource, Source, make_source, read_region
+from ._xarray_private import in_memory
+from .reader import BlockCache, read_region
+from .sources import InMemorySource, Source, make_source
 
 __all__ = ["source_fingerprint"]
 
@@ -86,7 +88,7 @@ def source_fingerprint(
         _hash_values(h, values[_spread(values.size, _FP_POINTS)])
     for name in sorted(data.coords, key=str):
         var = data[name].variable
-        if name not in data.indexes and getattr(var, "_in_memory", True):
+        if name not in data.indexes and in_memory(var):
             h.update(str(name).encode())
             _hash_values(h, _sample_values(InMemorySource(name, var.values), 0, None))
     names = sorted(data.data_vars, key=str)

@@ -29,12 +29,10 @@ from .fingerprint import source_fingerprint
 from .layout import VarLayout, XarrayBuilder, layout_array, plan_layout
 from .reader import (
     BlockCache,
-    Source,
     WindowRequest,
     format_bytes,
     gather,
     gather_grid,
-    make_source,
     parse_bytes,
     prefetch,
     read_region,
@@ -48,6 +46,7 @@ from .sampling import (
     UnitGroups,
 )
 from .schema import BatchSchema, Windows
+from .sources import Source, make_source
 from .splits import check_sampler_fits, parent_units, split_bounds
 from .validity import make_filter
 

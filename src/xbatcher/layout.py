@@ -19,6 +19,7 @@ import xarray as xr
 from numpy.typing import NDArray
 from xarray.indexes import PandasIndex, PandasMultiIndex
 
+from ._xarray_private import in_memory
 from .schema import BatchSchema, canonical_dims
 
 __all__ = ["VarLayout", "layout_array", "plan_layout"]
@@ -209,13 +210,13 @@ class XarrayBuilder:
             for c in self.coord_names
             if c not in self.windowed_coords
             and any(d in sliced for d in ds[c].dims)
-            and not getattr(ds[c].variable, "_in_memory", True)
+            and not in_memory(ds[c].variable)
         ]
         unsliced_lazy = [
             c
             for c in self.coord_names
             if not any(d in sliced for d in ds[c].dims)
-            and not getattr(ds[c].variable, "_in_memory", True)
+            and not in_memory(ds[c].variable)
         ]
         if unsliced_lazy:  # the same for every batch: load once
             self.template = self.template.assign_coords(
@@ -256,9 +257,7 @@ class XarrayBuilder:
             tuple[Hashable, tuple[int, ...]], tuple[xr.Variable, Any]
         ] = {}
         self._lazy_vars = [
-            k
-            for k, v in ds.data_vars.items()
-            if not getattr(v.variable, "_in_memory", True)
+            k for k, v in ds.data_vars.items() if not in_memory(v.variable)
         ]
         self._fixed_coords = [c for c in self.coord_names if c not in self.block_coords]
         # sample batches: built with xarray's internal constructors as well (checked

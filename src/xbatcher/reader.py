@@ -1,12 +1,13 @@
 """The reader: block reads of the source and vectorised window gathers.
 
-One :class:`Source` wraps one variable of the dataset, whatever backs it: an in-memory
-numpy array, a dask array, or a lazily indexed backend array (Zarr, NetCDF...) opened by
-xarray without dask. Chunked sources are read one storage chunk at a time through a
-byte-bounded :class:`BlockCache`, so consecutive batches that touch the same chunk
-decode it once. :func:`gather` copies any set of equally shaped windows out of a source
-into one contiguous ``(n_windows, *window_shape)`` array with one numpy fancy-indexing
-operation per chunk group, never one ``isel`` per window.
+One :class:`~xbatcher.sources.Source` wraps one variable of the dataset, whatever backs
+it: an in-memory numpy array, a dask array, or a lazily indexed backend array (Zarr,
+NetCDF...) opened by xarray without dask (see :mod:`xbatcher.sources`). Chunked
+sources are read one storage chunk at a time through a byte-bounded
+:class:`BlockCache`, so consecutive batches that touch the same chunk decode it once.
+:func:`gather` copies any set of equally shaped windows out of a source into one
+contiguous ``(n_windows, *window_shape)`` array with one numpy fancy-indexing operation
+per chunk group, never one ``isel`` per window.
 """
 
 from __future__ import annotations
@@ -20,95 +21,49 @@ import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Hashable, Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import xarray as xr
 from numpy.lib.stride_tricks import sliding_window_view
 from numpy.typing import NDArray
 
+# the sources and the thread pools moved to xbatcher.sources and xbatcher._threads;
+# their names stay importable from here
+from ._threads import usable_cores as usable_cores
+from ._threads import worker_pool as worker_pool
 from .errors import SchemaError
+from .sources import DaskSource as DaskSource
+from .sources import InMemorySource as InMemorySource
+from .sources import LazySource as LazySource
+from .sources import Source as Source
+from .sources import make_source as make_source
 
 __all__ = [
     "BlockCache",
-    "DaskSource",
-    "InMemorySource",
-    "LazySource",
-    "Source",
     "format_bytes",
     "gather",
-    "make_source",
     "parse_bytes",
     "prefetch",
     "read_region",
 ]
 
-_DEFAULT_BLOCK_BYTES = 16 * 2**20
 # gathers of at least this many output bytes are shared among the cores
 _PARALLEL_GATHER_BYTES = 2**20
-_MAX_THREADS = 8
-_pools_lock = threading.Lock()
-_pools: dict[str, tuple[int, int, ThreadPoolExecutor]] = {}
 _live_caches: weakref.WeakSet[BlockCache] = weakref.WeakSet()
 
 
 def _after_fork_in_child() -> None:
     """A forked child (a DataLoader worker) inherits this module's state but none of
-    its threads: new pools on first use, and caches that wait on no parent thread."""
-    global _pools_lock
-    _pools_lock = threading.Lock()
-    _pools.clear()
+    its threads: caches that wait on no parent thread (:mod:`xbatcher._threads`
+    renews the pools)."""
     for cache in list(_live_caches):
         cache._after_fork()
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def usable_cores() -> int:
-    """Threads the reader may keep busy: ``XBATCHER_NUM_THREADS`` when set (e.g. 1
-    in each of many loader worker processes), else the cores this process may run
-    on, at most 8."""
-    setting = os.environ.get("XBATCHER_NUM_THREADS", "").strip()
-    if setting:
-        try:
-            wanted = int(setting)
-        except ValueError:
-            raise SchemaError(
-                f"XBATCHER_NUM_THREADS must be a whole number >= 1; got {setting!r}. "
-                "Unset it to use every core."
-            ) from None
-        if wanted < 1:
-            raise SchemaError(
-                f"XBATCHER_NUM_THREADS must be >= 1; got {wanted}. Use 1 to read and "
-                "gather on the calling thread and one decode thread."
-            )
-        return wanted
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(_MAX_THREADS, cores))
-
-
-def worker_pool(kind: str) -> ThreadPoolExecutor:
-    """The process-wide thread pool for ``kind`` (``"decode"``: chunk decoding, one
-    thread per usable core; ``"gather"``: helpers that share big gathers, one fewer).
-    A forked child (a DataLoader worker, say) gets pools of its own, and a changed
-    ``XBATCHER_NUM_THREADS`` a new pool."""
-    pid = os.getpid()
-    workers = max(1, usable_cores() - (kind == "gather"))
-    with _pools_lock:
-        entry = _pools.get(kind)
-        if entry is None or entry[:2] != (pid, workers):
-            if entry is not None and entry[0] == pid:
-                entry[2].shutdown(wait=False)  # queued work still runs
-            pool = ThreadPoolExecutor(workers, thread_name_prefix=f"xbatcher-{kind}")
-            entry = _pools[kind] = (pid, workers, pool)
-        return entry[2]
 
 
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
@@ -280,220 +235,6 @@ class BlockCache:
             "resident_chunks": len(self._data),
             "decoded_bytes": self.loaded_bytes,
         }
-
-
-def _bounds(chunks: Sequence[Sequence[int]]) -> tuple[NDArray[np.int64], ...]:
-    return tuple(np.concatenate([[0], np.cumsum(c)]).astype(np.int64) for c in chunks)
-
-
-class Source:
-    """One variable of the dataset as an n-d array that can be read by blocks.
-
-    ``bounds`` is ``None`` for in-memory data; otherwise it holds, per dim, the chunk
-    boundaries ``[0, c0, c0 + c1, ..., size]``.
-    """
-
-    key: Hashable
-    shape: tuple[int, ...]
-    dtype: np.dtype[Any]
-    bounds: tuple[NDArray[np.int64], ...] | None
-    #: True when :meth:`submit_chunk` reads chunks concurrently in a pool
-    submits_chunks: bool = False
-
-    def read(self, region: tuple[slice, ...]) -> NDArray[Any]:
-        """Read a region (a tuple of slices) as a numpy array."""
-        raise NotImplementedError
-
-    def read_chunks(self, chunk_ids: Sequence[tuple[int, ...]]) -> list[NDArray[Any]]:
-        """Read whole chunks (by chunk index tuple)."""
-        return [self.read(self.chunk_region(c)) for c in chunk_ids]
-
-    def submit_chunk(self, cid: tuple[int, ...]) -> Future[NDArray[Any]]:
-        """Start reading one chunk in the background (sources with ``submits_chunks``)."""
-        raise NotImplementedError
-
-    def chunk_region(self, cid: tuple[int, ...]) -> tuple[slice, ...]:
-        assert self.bounds is not None
-        return tuple(
-            slice(int(b[i]), int(b[i + 1]))
-            for b, i in zip(self.bounds, cid, strict=True)
-        )
-
-    @functools.cached_property
-    def bound_lists(self) -> tuple[list[int], ...]:
-        """``bounds`` as Python lists (fast scalar bisection)."""
-        assert self.bounds is not None
-        return tuple(b.tolist() for b in self.bounds)
-
-    @property
-    def nchunks(self) -> tuple[int, ...]:
-        assert self.bounds is not None
-        return tuple(len(b) - 1 for b in self.bounds)
-
-    @property
-    def chunk_nbytes(self) -> int:
-        """Bytes of the largest chunk (the whole array when not chunked)."""
-        if self.bounds is None:
-            return math.prod(self.shape) * self.dtype.itemsize
-        return (
-            math.prod(int(np.diff(b).max()) for b in self.bounds) * self.dtype.itemsize
-        )
-
-
-class InMemorySource(Source):
-    """A numpy array held in memory; windows are gathered straight from it."""
-
-    def __init__(self, key: Hashable, array: NDArray[Any]) -> None:
-        self.key = key
-        self.array = array
-        self.shape = array.shape
-        self.dtype = array.dtype
-        self.bounds = None
-        self._views: dict[tuple[int, ...], NDArray[Any]] = {}
-
-    def read(self, region: tuple[slice, ...]) -> NDArray[Any]:
-        return self.array[region]
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_views"] = {}  # strided views would pickle as full copies
-        return state
-
-    def windows_view(self, lengths: tuple[int, ...]) -> NDArray[Any]:
-        view = self._views.get(lengths)
-        if view is None:
-            view = (
-                sliding_window_view(self.array, lengths)
-                if self.array.ndim
-                else self.array
-            )
-            self._views[lengths] = view
-        return view
-
-
-class DaskSource(Source):
-    """A dask array; each chunk is computed once while it stays in the block cache."""
-
-    def __init__(self, key: Hashable, array: Any) -> None:
-        self.key = key
-        self.array = array
-        self.shape = tuple(array.shape)
-        self.dtype = np.dtype(array.dtype)
-        self.bounds = _bounds(array.chunks)
-
-    def read(self, region: tuple[slice, ...]) -> NDArray[Any]:
-        return np.asarray(self.array[region].compute())
-
-    def read_chunks(self, chunk_ids: Sequence[tuple[int, ...]]) -> list[NDArray[Any]]:
-        from dask.base import compute
-
-        # slicing on chunk boundaries culls the graph to those chunks; .blocks[...]
-        # would first build keys for every chunk of the array
-        blocks = [self.array[self.chunk_region(c)] for c in chunk_ids]
-        return [np.asarray(b) for b in compute(*blocks)]  # type: ignore[no-untyped-call]
-
-
-class LazySource(Source):
-    """A lazily indexed backend array (Zarr, NetCDF... opened without dask).
-
-    Chunks are the storage chunks the backend reports (``encoding['preferred_chunks']``
-    or ``encoding['chunks']``); without them, blocks of about 16 MiB along the leading
-    dims. Zarr variables that :mod:`xbatcher.zarr_source` understands get the faster
-    :class:`~xbatcher.zarr_source.ZarrSource` instead.
-    """
-
-    def __init__(self, key: Hashable, variable: xr.Variable) -> None:
-        self.key = key
-        self.variable = variable
-        self.shape = tuple(variable.shape)
-        self.dtype = np.dtype(variable.dtype)
-        self.bounds = _bounds(_storage_chunks(variable))
-
-    def read(self, region: tuple[slice, ...]) -> NDArray[Any]:
-        return np.asarray(self.variable[region].values)
-
-    def read_chunks(self, chunk_ids: Sequence[tuple[int, ...]]) -> list[NDArray[Any]]:
-        """Chunks that fill a box are read with one backend call: Zarr then decodes
-        them concurrently, 1.3-1.7x faster than one call per chunk on 2 cores."""
-        if len(chunk_ids) < 2:
-            return super().read_chunks(chunk_ids)
-        # runs of chunks consecutive along the first axis (same elsewhere) form boxes
-        by_rest: dict[tuple[int, ...], list[int]] = {}
-        for c in chunk_ids:
-            by_rest.setdefault(c[1:], []).append(c[0])
-        found: dict[tuple[int, ...], NDArray[Any]] = {}
-        for rest, firsts in by_rest.items():
-            firsts = sorted(set(firsts))
-            run = [firsts[0]]
-            for f in [*firsts[1:], None]:
-                if f is not None and f == run[-1] + 1:
-                    run.append(f)
-                    continue
-                ids = [(r, *rest) for r in run]
-                found.update(zip(ids, self._read_box(ids), strict=True))
-                if f is not None:
-                    run = [f]
-        return [found[c] for c in chunk_ids]
-
-    def _read_box(self, ids: list[tuple[int, ...]]) -> list[NDArray[Any]]:
-        """Chunks that fill a box, with one backend call (Zarr decodes them
-        concurrently: 1.3-1.7x faster than one call per chunk on 2 cores)."""
-        if len(ids) == 1:
-            return [self.read(self.chunk_region(ids[0]))]
-        first, last = self.chunk_region(ids[0]), self.chunk_region(ids[-1])
-        region = tuple(slice(a.start, z.stop) for a, z in zip(first, last, strict=True))
-        box = self.read(region)
-        return [
-            box[
-                tuple(
-                    slice(r.start - o.start, r.stop - o.start)
-                    for r, o in zip(self.chunk_region(c), region, strict=True)
-                )
-            ]
-            for c in ids
-        ]
-
-
-def _storage_chunks(variable: xr.Variable) -> tuple[tuple[int, ...], ...]:
-    enc = variable.encoding
-    sizes: tuple[int, ...] | None = None
-    preferred = enc.get("preferred_chunks")
-    if isinstance(preferred, dict) and all(d in preferred for d in variable.dims):
-        sizes = tuple(int(preferred[d]) for d in variable.dims)
-    elif enc.get("chunks") is not None and len(enc["chunks"]) == variable.ndim:
-        sizes = tuple(int(c) for c in enc["chunks"])
-    if sizes is None:
-        sizes = _default_block(variable.shape, np.dtype(variable.dtype).itemsize)
-    return tuple(
-        tuple([c] * (n // c) + ([n % c] if n % c else [])) if n else (0,)
-        for n, c in zip(variable.shape, sizes, strict=True)
-    )
-
-
-def _default_block(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
-    """Split leading dims so that a block holds about 16 MiB."""
-    block = list(shape)
-    for axis in range(len(shape)):
-        total = math.prod(block) * itemsize
-        if total <= _DEFAULT_BLOCK_BYTES:
-            break
-        rest = math.prod(block[axis + 1 :]) * itemsize
-        block[axis] = max(1, _DEFAULT_BLOCK_BYTES // max(rest, 1))
-    return tuple(max(1, b) for b in block)
-
-
-def make_source(key: Hashable, variable: xr.Variable) -> Source:
-    """Wrap an xarray variable in the right :class:`Source` for its backing array."""
-    if variable.chunks is not None:
-        return DaskSource(key, variable.data)
-    if getattr(variable, "_in_memory", True):
-        return InMemorySource(key, np.asarray(variable.values))
-    from .zarr_source import ZarrSource, direct_decoders
-
-    direct = direct_decoders(variable)
-    if direct is not None:
-        return ZarrSource(key, variable, *direct)
-    return LazySource(key, variable)
 
 
 @dataclass(frozen=True, slots=True)

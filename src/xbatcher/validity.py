@@ -25,18 +25,12 @@ import pandas as pd
 import xarray as xr
 from numpy.typing import NDArray
 
+from ._threads import usable_cores, worker_pool
 from .errors import DimensionError, InputTypeError, SchemaError, XbatcherWarning
-from .reader import (
-    BlockCache,
-    InMemorySource,
-    Source,
-    _default_block,
-    make_source,
-    read_region,
-    usable_cores,
-    worker_pool,
-)
+from .reader import BlockCache, read_region
 from .schema import BatchSchema
+from .sources import InMemorySource, Source, make_source
+from .sources._lazy import _default_block
 
 __all__ = ["SampleFilter", "chunk_labels", "make_filter"]
 

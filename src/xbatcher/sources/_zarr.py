@@ -15,7 +15,7 @@ and copies them into a freshly allocated output; reading every chunk of the benc
 store that way takes about 1.7x the time of this path with one thread and about 3x with
 two (``docs/performance.md``). Anything this module does not recognise (sharding,
 filters, transposing codecs, F order, non-native byte order, vectorised indexes,
-object dtypes, other xarray wrappers) falls back to :class:`~xbatcher.reader.LazySource`,
+object dtypes, other xarray wrappers) falls back to :class:`~xbatcher.sources.LazySource`,
 which reads through xarray, so the direct path is an optimisation and never a
 requirement. Codecs and stores are recognised by their spec names and zarr's public
 classes, and the one private zarr helper used (``zarr.core.sync``, for stores other
@@ -39,70 +39,13 @@ import numpy as np
 import xarray as xr
 from numpy.typing import NDArray
 
-from .errors import ChunkDecodeError
-from .reader import LazySource, _bounds, worker_pool
+from .._threads import worker_pool
+from ..errors import ChunkDecodeError
+from ._backing import Backing, find_backing
+from ._base import _bounds
+from ._lazy import LazySource
 
 __all__ = ["ZarrSource", "direct_decoders", "find_backing"]
-
-
-@dataclass(frozen=True)
-class Backing:
-    """What a lazily opened variable is, underneath: ``funcs(array[offsets...])``."""
-
-    array: Any  # zarr.Array
-    offsets: tuple[int, ...]
-    funcs: tuple[Callable[[Any], Any], ...]  # innermost first
-
-
-def find_backing(variable: xr.Variable) -> Backing | None:
-    """Unwrap xarray's lazy layers down to a ``zarr.Array``; ``None`` when some layer
-    is not one this module can reproduce exactly."""
-    try:
-        from xarray.backends.zarr import ZarrArrayWrapper
-        from xarray.coding.common import _ElementwiseFunctionArray
-        from xarray.core.indexing import (
-            BasicIndexer,
-            CopyOnWriteArray,
-            LazilyIndexedArray,
-            MemoryCachedArray,
-        )
-    except ImportError:  # xarray reorganised its internals: use the generic path
-        return None
-    data: Any = variable._data
-    funcs: list[Callable[[Any], Any]] = []
-    # slices from the outside in; composed once the inner shape is known
-    views: list[tuple[slice, ...]] = []
-    while True:
-        if isinstance(data, MemoryCachedArray | CopyOnWriteArray):
-            data = data.array
-        elif isinstance(data, _ElementwiseFunctionArray):
-            funcs.append(data.func)
-            data = data.array
-        elif isinstance(data, LazilyIndexedArray):
-            key = data.key
-            if type(key) is not BasicIndexer or not all(
-                isinstance(k, slice) and k.step in (None, 1) for k in key.tuple
-            ):
-                return None
-            views.append(key.tuple)
-            data = data.array
-        elif isinstance(data, ZarrArrayWrapper):
-            array = data.get_array()  # type: ignore[no-untyped-call]
-            break
-        else:
-            return None
-    offsets = [0] * len(array.shape)
-    shape = list(array.shape)
-    for view in reversed(views):  # the innermost index applies first
-        if len(view) != len(shape):
-            return None
-        for axis, k in enumerate(view):
-            start, stop, _ = k.indices(shape[axis])
-            offsets[axis] += start
-            shape[axis] = max(0, stop - start)
-    if tuple(shape) != tuple(variable.shape):
-        return None
-    return Backing(array, tuple(offsets), tuple(reversed(funcs)))
 
 
 def _native(dtype: np.dtype[Any]) -> bool:
@@ -457,7 +400,7 @@ def direct_decoders(
     variable: xr.Variable,
 ) -> tuple[Backing, list[Any], _Fetch] | None:
     """The backing, codecs and chunk fetcher for a direct read of ``variable``, or
-    ``None`` (then :class:`~xbatcher.reader.LazySource` reads it through xarray)."""
+    ``None`` (then :class:`~xbatcher.sources.LazySource` reads it through xarray)."""
     backing = find_backing(variable)
     if backing is None:
         return None
