@@ -195,6 +195,9 @@ class _Evaluator:
         }
         for g in _GETTERS:
             self.funcs[getattr(core, g)] = self._getter
+        from dask._task_spec import Alias, DataNode, List, Task, TaskRef, Tuple
+
+        self.types = (TaskRef, Alias, DataNode, List, Tuple, Task)
 
     def key(self, key: Any) -> Any:
         if key in self.memo:
@@ -214,19 +217,18 @@ class _Evaluator:
         return out
 
     def node(self, node: Any) -> Any:
-        from dask._task_spec import Alias, DataNode, List, Task, TaskRef, Tuple
-
+        task_ref, alias, data_node, list_node, tuple_node, task = self.types
         if node is self.root:
             return _ROOT
-        if isinstance(node, TaskRef):
+        if isinstance(node, task_ref):
             return self.key(node.key)
-        if isinstance(node, Alias):
+        if isinstance(node, alias):
             return self.key(node.target)
-        if isinstance(node, DataNode):
+        if isinstance(node, data_node):
             return self.node(node.value)
-        if isinstance(node, List | Tuple):
+        if isinstance(node, list_node | tuple_node):
             return [self.node(a) for a in node.args]
-        if isinstance(node, Task):
+        if isinstance(node, task):
             func = self.funcs.get(node.func)
             if func is None:
                 raise _NotPlain
