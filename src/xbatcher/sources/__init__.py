@@ -5,7 +5,9 @@ chunks; it knows nothing of windows, batches or samplers. :func:`make_source` pi
 one per variable through a registry of ``(accepts, factory)`` pairs: first the pairs
 given to :func:`register_source`, then the package's own:
 
-- :class:`DaskSource` for dask-backed variables,
+- :class:`DaskZarrSource` for dask-backed variables whose graph only reads a Zarr
+  array (``xr.open_zarr``, perhaps behind ``isel`` slices or a rechunk),
+- :class:`DaskSource` for other dask-backed variables,
 - :class:`InMemorySource` for data xarray holds in memory,
 - :class:`ZarrSource` for lazily opened Zarr it can decode directly,
 - :class:`LazySource`, reading through xarray, for anything else.
@@ -15,6 +17,7 @@ Every source passes the same contract suite (``tests/source_contract.py``).
 
 from ._base import Source
 from ._dask import DaskSource
+from ._dask_zarr import DaskZarrSource
 from ._lazy import LazySource
 from ._memory import InMemorySource
 from ._registry import (
@@ -29,6 +32,7 @@ from ._zarr import ZarrSource
 __all__ = [
     "Accepts",
     "DaskSource",
+    "DaskZarrSource",
     "InMemorySource",
     "LazySource",
     "Source",

@@ -13,6 +13,7 @@ from .._xarray_private import in_memory
 from ..errors import InputTypeError
 from ._base import Source
 from ._dask import DaskSource
+from ._dask_zarr import DaskZarrSource, dask_zarr_decoders
 from ._lazy import LazySource
 from ._memory import InMemorySource
 from ._zarr import ZarrSource, direct_decoders
@@ -43,6 +44,18 @@ def _dask(key: Hashable, variable: xr.Variable) -> Source:
     return DaskSource(key, variable.data)
 
 
+def _is_dask_zarr(variable: xr.Variable) -> bool:
+    return variable.chunks is not None and dask_zarr_decoders(variable) is not None
+
+
+def _dask_zarr(key: Hashable, variable: xr.Variable) -> Source:
+    direct = dask_zarr_decoders(variable)
+    if direct is None:  # (accepted a moment ago: only a changing store gets here)
+        return DaskSource(key, variable.data)
+    lazy, backing, decoders, fetch = direct
+    return DaskZarrSource(key, lazy, backing, decoders, fetch)
+
+
 def _memory(key: Hashable, variable: xr.Variable) -> Source:
     return InMemorySource(key, np.asarray(variable.values))
 
@@ -62,11 +75,13 @@ def _anything(variable: xr.Variable) -> bool:
     return True
 
 
-#: the package's own sources, after the registered ones. The last accepts every
-#: variable: reading through xarray is always correct, and never loads more than the
-#: chunks asked for. A variable counts as in memory only when xarray says so for
+#: the package's own sources, after the registered ones. A dask graph that only
+#: reads a Zarr array is read directly; any other dask graph through dask. The last
+#: accepts every variable: reading through xarray is always correct, and never loads
+#: more than the chunks asked for. A variable counts as in memory only when xarray says so for
 #: sure (see :mod:`xbatcher._xarray_private`).
 _DEFAULTS: tuple[tuple[Accepts, SourceFactory], ...] = (
+    (_is_dask_zarr, _dask_zarr),
     (_is_dask, _dask),
     (in_memory, _memory),
     (_is_direct_zarr, _zarr),
@@ -78,7 +93,8 @@ def register_source(accepts: Accepts, factory: SourceFactory) -> None:
     """Read the variables that ``accepts`` with the sources ``factory`` builds.
 
     :func:`make_source` tries the registered pairs in the order they were
-    registered, then the package's own (dask, in memory, direct Zarr, lazy xarray);
+    registered, then the package's own (direct Zarr under dask, dask, in memory,
+    direct Zarr, lazy xarray);
     the first whose ``accepts(variable)`` is true builds the source with
     ``factory(key, variable)``.
 
