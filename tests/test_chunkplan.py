@@ -46,7 +46,7 @@ def test_every_window_in_one_group_with_its_chunks_and_offsets(case):
     assert firsts == sorted(firsts)  # groups in C order of their first chunk
     for g in groups:
         assert g.rows.tolist() == sorted(g.rows.tolist())
-        assert g.rel.shape == (len(bounds), g.rows.size)
+        assert [r.shape for r in g.rel] == [g.rows.shape] * len(bounds)
         for k, row in enumerate(g.rows.tolist()):
             for d, (b, s, n) in enumerate(zip(bounds, starts, lengths, strict=True)):
                 start = int(s[row])
@@ -54,7 +54,7 @@ def test_every_window_in_one_group_with_its_chunks_and_offsets(case):
                 assert g.lo[d] == chunk_of(b, start)
                 assert g.hi[d] == chunk_of(b, start + n - 1)
                 # the window lies in the group's block at its relative start
-                assert g.origin[d] + int(g.rel[d, k]) == start
+                assert g.origin[d] + int(g.rel[d][k]) == start
                 assert g.origin[d] <= start and start + n <= g.stop[d]
         if g.single:  # the block is the chunk itself
             for d, b in enumerate(bounds):

@@ -29,7 +29,7 @@ class WindowGroup:
     ----------
     rows : ndarray of intp
         Their positions in the request (the rows of the output), ascending.
-    rel : ndarray of intp, shape (ndim, len(rows))
+    rel : tuple of ndarray of intp
         Per axis, their starts relative to ``origin``.
     lo, hi : tuple of int
         The first and the last chunk of the box (equal for windows inside one chunk).
@@ -39,7 +39,7 @@ class WindowGroup:
     """
 
     rows: NDArray[np.intp]
-    rel: NDArray[np.intp]
+    rel: tuple[NDArray[np.intp], ...]
     lo: tuple[int, ...]
     hi: tuple[int, ...]
     origin: tuple[int, ...]
@@ -141,17 +141,20 @@ def plan_windows(
     org_t = list(zip(*org_ax, strict=True))
     stop_t = list(zip(*stop_ax, strict=True))
     cuts = [*firsts.tolist(), count]
+    per_axis = list(rel)
     groups = []
     for g, (a, z) in enumerate(itertools.pairwise(cuts)):
         lo, hi, origin, stop = lo_t[g], hi_t[g], org_t[g], stop_t[g]
-        part = rel[:, a:z]
-        if lo != hi:  # across chunk edges: cut from the windows' bounding box
-            low = part.min(axis=1).tolist()
-            high = part.max(axis=1).tolist()
+        if lo == hi:
+            part = tuple(r[a:z] for r in per_axis)
+        else:  # across chunk edges: cut from the windows' bounding box
+            block = rel[:, a:z]
+            low = block.min(axis=1).tolist()
+            high = block.max(axis=1).tolist()
             stop = tuple(
                 o + x + n for o, x, n in zip(origin, high, lengths, strict=True)
             )
             origin = tuple(o + x for o, x in zip(origin, low, strict=True))
-            part = part - np.array(low, dtype=np.intp)[:, np.newaxis]
+            part = tuple(block - np.array(low, dtype=np.intp)[:, np.newaxis])
         groups.append(WindowGroup(rows[a:z], part, lo, hi, origin, stop))
     return groups

@@ -391,7 +391,7 @@ def _gather_chunked(
         # one chunk: the fancy index writes the output itself (its rows are in order)
         group = groups[0]
         chunks = _fetch_chunks(source, [group.lo], cache)
-        return _take_windows(chunks[group.lo], tuple(group.rel), lengths)
+        return _take_windows(chunks[group.lo], group.rel, lengths)
     out = np.empty((request.count, *lengths), dtype=source.dtype)
     # more chunks than half the cache (a full shuffle over big data) are gathered in
     # waves of chunks that fit, so memory stays within the budget
@@ -517,7 +517,7 @@ def _gather_group(
     else:
         block = _assemble(source, chunks, group.origin, group.stop, group.lo, group.hi)
     if math.prod(lengths) * out.itemsize >= _SLICE_COPY_BYTES:
-        cols = group.rel.tolist()
+        cols = [r.tolist() for r in group.rel]
         for i, ss in zip(group.rows.tolist(), zip(*cols, strict=True), strict=True):
             out[i] = block[
                 tuple(slice(s, s + n) for s, n in zip(ss, lengths, strict=True))
@@ -525,10 +525,10 @@ def _gather_group(
         return
     item = _row_item(block, lengths)
     if item is None:
-        out[group.rows] = _window_view(block, lengths)[tuple(group.rel)]
+        out[group.rows] = _window_view(block, lengths)[group.rel]
     else:
         out.view(item)[..., 0][group.rows] = _window_view(block, lengths, item)[
-            tuple(group.rel)
+            group.rel
         ]
 
 
@@ -543,44 +543,40 @@ def _take_windows(
     return rows.view(block.dtype).reshape(rows.shape[0], *lengths)
 
 
+@functools.lru_cache(maxsize=64)
+def _row_dtype(dtype: np.dtype[Any], length: int) -> np.dtype[Any] | None:
+    if length < 2 or dtype.hasobject:
+        return None
+    return np.dtype((np.void, length * dtype.itemsize))
+
+
 def _row_item(block: NDArray[Any], lengths: tuple[int, ...]) -> np.dtype[Any] | None:
     """An opaque dtype as wide as one window row (the window's last axis), when the
     rows of ``block`` are contiguous: numpy then copies a window row as one item
     instead of element by element, which makes small-window gathers about a third
     faster. ``None`` where that does not apply (object dtypes, strided rows)."""
-    if (
-        not lengths
-        or lengths[-1] < 2
-        or block.dtype.hasobject
-        or not block.flags.c_contiguous
-    ):
+    if not lengths or not block.flags.c_contiguous:
         return None
-    return np.dtype((np.void, lengths[-1] * block.dtype.itemsize))
+    return _row_dtype(block.dtype, lengths[-1])
 
 
 def _window_view(
     block: NDArray[Any], lengths: tuple[int, ...], item: np.dtype[Any] | None = None
 ) -> NDArray[Any]:
-    """A read-only view of every window of ``block`` (a sliding window view without
-    its checks: this runs once per chunk and group), indexed by window start first.
-    With ``item`` (from :func:`_row_item`) each window row is one element of that
-    dtype, so the view has one axis less."""
-    positions = tuple(
-        max(0, n - w + 1) for n, w in zip(block.shape, lengths, strict=True)
-    )
+    """A view of every window of ``block`` (a sliding window view without its checks:
+    this runs once per chunk and group), indexed by window start first. With
+    ``item`` (from :func:`_row_item`, so ``block`` is C-contiguous) each window row
+    is one element of that dtype, so the view has one axis less. Only read from."""
+    positions = [n - w + 1 for n, w in zip(block.shape, lengths, strict=True)]
+    strides = block.strides
     if item is not None:
-        shape = (*positions, *lengths[:-1])
-        strides = block.strides + block.strides[:-1]
-        view: NDArray[Any] = np.ndarray(shape, item, block, 0, strides)
-        view.flags.writeable = False
-        return view
+        return np.ndarray(
+            (*positions, *lengths[:-1]), item, block, 0, strides + strides[:-1]
+        )
     shape = (*positions, *lengths)
-    strides = block.strides * 2
     if block.flags.c_contiguous or block.flags.f_contiguous:
-        view = np.ndarray(shape, block.dtype, block, 0, strides)
-        view.flags.writeable = False
-        return view
-    return as_strided(block, shape, strides, writeable=False)
+        return np.ndarray(shape, block.dtype, block, 0, strides * 2)
+    return as_strided(block, shape, strides * 2, writeable=False)
 
 
 def _assemble(
