@@ -17,9 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import xbatcher as xb
-from test_chunkplan import chunked_windows
+from test_chunkgather import chunked_windows
 from xbatcher import _threads, reader
-from xbatcher._chunkplan import plan_windows
+from xbatcher._chunkgather import plan_windows
 from xbatcher.errors import SchemaError
 from xbatcher.reader import (
     BlockCache,

@@ -26,12 +26,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided, sliding_window_view
+from numpy.lib.stride_tricks import sliding_window_view
 from numpy.typing import NDArray
 
 # the sources and the thread pools moved to xbatcher.sources and xbatcher._threads;
 # their names stay importable from here
-from ._chunkplan import WindowGroup, plan_windows
+from ._chunkgather import WindowGroup, plan_windows, put_windows, take_windows
 from ._threads import usable_cores as usable_cores
 from ._threads import worker_pool as worker_pool
 from .errors import SchemaError
@@ -391,7 +391,7 @@ def _gather_chunked(
         # one chunk: the fancy index writes the output itself (its rows are in order)
         group = groups[0]
         chunks = _fetch_chunks(source, [group.lo], cache)
-        return _take_windows(chunks[group.lo], group.rel, lengths)
+        return take_windows(chunks[group.lo], group.rel, lengths)
     out = np.empty((request.count, *lengths), dtype=source.dtype)
     # more chunks than half the cache (a full shuffle over big data) are gathered in
     # waves of chunks that fit, so memory stays within the budget
@@ -498,11 +498,6 @@ def _waves(
         yield wave, list(ids)
 
 
-# windows of at least this many bytes are copied one slice at a time (no index
-# arrays, no intermediate copy); smaller ones with one fancy index per group
-_SLICE_COPY_BYTES = 16384
-
-
 def _gather_group(
     source: Source,
     chunks: dict[tuple[int, ...], NDArray[Any]],
@@ -516,67 +511,7 @@ def _gather_group(
         block = chunks[group.lo]
     else:
         block = _assemble(source, chunks, group.origin, group.stop, group.lo, group.hi)
-    if math.prod(lengths) * out.itemsize >= _SLICE_COPY_BYTES:
-        cols = [r.tolist() for r in group.rel]
-        for i, ss in zip(group.rows.tolist(), zip(*cols, strict=True), strict=True):
-            out[i] = block[
-                tuple(slice(s, s + n) for s, n in zip(ss, lengths, strict=True))
-            ]
-        return
-    item = _row_item(block, lengths)
-    if item is None:
-        out[group.rows] = _window_view(block, lengths)[group.rel]
-    else:
-        out.view(item)[..., 0][group.rows] = _window_view(block, lengths, item)[
-            group.rel
-        ]
-
-
-def _take_windows(
-    block: NDArray[Any], rel: tuple[NDArray[np.intp], ...], lengths: tuple[int, ...]
-) -> NDArray[Any]:
-    """The windows of ``block`` starting at ``rel``, as a new ``(n, *lengths)`` array."""
-    item = _row_item(block, lengths)
-    if item is None:
-        return _window_view(block, lengths)[rel]
-    rows = _window_view(block, lengths, item)[rel]
-    return rows.view(block.dtype).reshape(rows.shape[0], *lengths)
-
-
-@functools.lru_cache(maxsize=64)
-def _row_dtype(dtype: np.dtype[Any], length: int) -> np.dtype[Any] | None:
-    if length < 2 or dtype.hasobject:
-        return None
-    return np.dtype((np.void, length * dtype.itemsize))
-
-
-def _row_item(block: NDArray[Any], lengths: tuple[int, ...]) -> np.dtype[Any] | None:
-    """An opaque dtype as wide as one window row (the window's last axis), when the
-    rows of ``block`` are contiguous: numpy then copies a window row as one item
-    instead of element by element, which makes small-window gathers about a third
-    faster. ``None`` where that does not apply (object dtypes, strided rows)."""
-    if not lengths or not block.flags.c_contiguous:
-        return None
-    return _row_dtype(block.dtype, lengths[-1])
-
-
-def _window_view(
-    block: NDArray[Any], lengths: tuple[int, ...], item: np.dtype[Any] | None = None
-) -> NDArray[Any]:
-    """A view of every window of ``block`` (a sliding window view without its checks:
-    this runs once per chunk and group), indexed by window start first. With
-    ``item`` (from :func:`_row_item`, so ``block`` is C-contiguous) each window row
-    is one element of that dtype, so the view has one axis less. Only read from."""
-    positions = [n - w + 1 for n, w in zip(block.shape, lengths, strict=True)]
-    strides = block.strides
-    if item is not None:
-        return np.ndarray(
-            (*positions, *lengths[:-1]), item, block, 0, strides + strides[:-1]
-        )
-    shape = (*positions, *lengths)
-    if block.flags.c_contiguous or block.flags.f_contiguous:
-        return np.ndarray(shape, block.dtype, block, 0, strides * 2)
-    return as_strided(block, shape, strides * 2, writeable=False)
+    put_windows(block, group, lengths, out)
 
 
 def _assemble(

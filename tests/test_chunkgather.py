@@ -8,7 +8,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xbatcher._chunkplan import plan_windows
+from xbatcher._chunkgather import plan_windows
 
 
 @st.composite
