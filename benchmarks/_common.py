@@ -79,6 +79,34 @@ def make_data(data_dir: str) -> None:
         json.dump({"version": DATA_VERSION, "seed": SEED}, f)
 
 
+def ensure_s2_store(data_dir: str) -> str:
+    """Write (once) the S2 store: S2_SHAPE float32 in S2_CHUNKS chunks, zstd level
+    1, about 300 MB on disk; returns its path."""
+    import zarr
+
+    path = os.path.join(data_dir, "s2.zarr")
+    marker = os.path.join(path, "READY")
+    if os.path.exists(marker):
+        return path
+    rng = np.random.default_rng(SEED + 2)
+    group = zarr.open_group(path, mode="w")
+    z = group.create_array(
+        "v",
+        shape=S2_SHAPE,
+        chunks=S2_CHUNKS,
+        dtype="float32",
+        compressors=zarr.codecs.ZstdCodec(level=1),
+        fill_value=None,
+        dimension_names=("time", "lat", "lon"),
+    )
+    step = S2_CHUNKS[0]
+    for t in range(0, S2_SHAPE[0], step):
+        z[t : t + step] = rng.random((step, *S2_SHAPE[1:]), dtype=np.float32)
+    with open(marker, "w") as f:
+        f.write("ok\n")
+    return path
+
+
 def data_ready(data_dir: str) -> bool:
     try:
         with open(os.path.join(data_dir, "READY")) as f:
@@ -289,7 +317,12 @@ WORKLOADS: dict[str, Workload] = {
 
 # Sampling workload (issue 3) and construction workloads have their own code.
 S1_KWARGS = {"input_dims": {"lat": 32, "lon": 32}, "batch_size": 32}
-SPECIAL = ("S1", "C1", "C2")
+# S2: the S1 sampling over a store bigger than a small chunk cache (its own store,
+# written once next to the others, so adding it rebuilt none of them)
+S2_SHAPE = (1200, 256, 256)
+S2_CHUNKS = (30, 128, 128)
+S2_CACHES = ("64MiB", "512MiB")
+SPECIAL = ("S1", "S2", "C1", "C2")
 ALL_NAMES = (*WORKLOADS, *SPECIAL)
 
 

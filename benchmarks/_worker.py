@@ -342,6 +342,68 @@ def bench_s1(ctx: Ctx) -> dict[str, Any]:
     return out
 
 
+def bench_s2(ctx: Ctx) -> dict[str, Any]:
+    """S1's sampling over a store bigger than the small cache: both shuffles with
+    block_cache_bytes 64 MiB (smaller than the store) and 512 MiB (holds it all)."""
+    if ctx.lib != "ours":
+        return {"skipped": "0.4 has no batch_size / shuffle"}
+
+    import xarray as xr
+    import zarr
+
+    path = os.path.join(ctx.data, "s2.zarr")
+    src = xr.open_dataset(path, engine="zarr", chunks=None, consolidated=False)["v"]
+    out: dict[str, Any] = {}
+    z = zarr.open_array(os.path.join(path, "v"), mode="r")
+    step = C.S2_CHUNKS[0]
+    nt, ny, nx = C.S2_SHAPE
+    wy, wx = C.S1_KWARGS["input_dims"]["lat"], C.S1_KWARGS["input_dims"]["lon"]
+    n_batches = -(-nt * (ny // wy) * (nx // wx) // C.S1_KWARGS["batch_size"])
+
+    def run_limit() -> dict[str, Any]:
+        def epoch() -> Any:
+            for t in range(0, nt, step):  # one read per row of chunks, all decoded
+                z[t : t + step]
+            yield 0
+
+        t0 = time.perf_counter()
+        passes = 0
+        while True:
+            for _ in epoch():
+                pass
+            passes += 1
+            el = time.perf_counter() - t0
+            if el >= ctx.min_time or el >= ctx.cap:
+                break
+        return {"bps": n_batches * passes / el, "seconds": el, "epochs": passes}
+
+    def run_ours(shuffle: Any, cache: str) -> Callable[[], dict[str, Any]]:
+        def make() -> Any:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "more than block_cache_bytes"
+                return ctx.xb.BatchGenerator(
+                    src,
+                    **C.S1_KWARGS,
+                    shuffle=shuffle,
+                    seed=0,
+                    block_cache_bytes=cache,
+                )
+
+        def run() -> dict[str, Any]:
+            ep, measure, nb = ours_epoch(make, "arrays", fresh=True)
+            return C.timed(ep, ctx.cap, ctx.min_time, nb, measure=measure)
+
+        return run
+
+    out["limit"] = ctx.measure(run_limit)
+    if ctx.xb is None:
+        return {"error": ctx.xb_error}
+    for cache in C.S2_CACHES:
+        out[f"chunks_{cache}"] = ctx.measure(run_ours("chunks", cache))
+        out[f"full_{cache}"] = ctx.measure(run_ours(True, cache))
+    return out
+
+
 # --------------------------------------------------------------------------
 # construction
 # --------------------------------------------------------------------------
@@ -615,6 +677,8 @@ def main() -> None:
                 )
             elif name == "S1":
                 res = bench_s1(ctx)
+            elif name == "S2":
+                res = bench_s2(ctx)
             elif name == "C1":
                 res = bench_c1(ctx)
             elif name == "C2":

@@ -536,6 +536,31 @@ def tables(agg: dict[str, dict[str, Any]], names: list[str]) -> str:
                 f"\n| {label} | {val(d)} | {val(d, 'gbps')} | {ratio(d, lim, 'bps')} "
                 f"| {ratio(d, naive, 'bps')} | {ratio(d, floor, 'bps')} |"
             )
+    if "S2" in agg and "S2" in names:
+        s = agg["S2"]
+        lim = s.get("limit")
+        out += (
+            "\n\nS2: S1's sampling over a bigger Zarr store "
+            f"({'x'.join(map(str, C.S2_SHAPE))} float32, chunks "
+            f"{'x'.join(map(str, C.S2_CHUNKS))}, about 300 MB), one epoch per "
+            "measurement\n\n| mode | block_cache_bytes | b/s | vs limit |"
+            " vs chunk-aware |\n|---|---|---|---|---|"
+        )
+        for cache in C.S2_CACHES:
+            chunks = s.get(f"chunks_{cache}")
+            for key, label in (
+                (f"chunks_{cache}", 'ours shuffle="chunks", arrays'),
+                (f"full_{cache}", "ours shuffle=True, arrays"),
+            ):
+                d = s.get(key)
+                if d is None:
+                    continue
+                out += (
+                    f"\n| {label} | {cache} | {val(d)} | {ratio(d, lim, 'bps')} "
+                    f"| {ratio(d, chunks, 'bps')} |"
+                )
+        if lim is not None:
+            out += f"\n| limit: read+decode every chunk once | | {val(lim)} | 1x | |"
     crow = []
     if "C1" in agg and "C1" in names:
         c = agg["C1"]
@@ -785,6 +810,8 @@ def main() -> int:
     if not C.data_ready(args.data_dir):
         log(f"[setup] writing benchmark data to {args.data_dir}")
         C.make_data(args.data_dir)
+    if "S2" in names:
+        C.ensure_s2_store(args.data_dir)
     py04, how = (
         (None, "skipped (--no-04)")
         if args.no_04
@@ -804,7 +831,7 @@ def main() -> int:
         min_time_s=args.min_time,
     )
 
-    lines04_names = [n for n in names if n not in ("S1", "C2")]
+    lines04_names = [n for n in names if n not in ("S1", "S2", "C2")]
     checks: list[str] = []
     if not args.no_check:
         dump = os.path.join(args.results_dir, "dump")

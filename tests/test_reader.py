@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
+import math
 import threading
 import time
+import tracemalloc
 from unittest import mock
 
 import dask.array as dsa
@@ -14,7 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import xbatcher as xb
+from test_chunkgather import chunked_windows
 from xbatcher import _threads, reader
+from xbatcher._chunkgather import plan_windows
 from xbatcher.errors import SchemaError
 from xbatcher.reader import (
     BlockCache,
@@ -320,3 +325,168 @@ def test_a_failing_prefetcher_is_never_silent(monkeypatch, path, delay):
         for _ in bgen.arrays if path == "arrays" else bgen:
             delivered += 1
     assert delivered <= len(bgen)
+
+
+class SubmittingSource(CountingSource):
+    """A counting source that decodes chunks in the reader's pool, as the direct
+    Zarr reader does (``submits_chunks``); ``gates`` holds chunks back until set."""
+
+    submits_chunks = True
+
+    def __init__(self, array, chunks, gates=None):
+        super().__init__(array, chunks)
+        self.gates = gates or {}
+        self.gate_timeouts: list[tuple[int, ...]] = []
+
+    def submit_chunk(self, cid):
+        return _threads.worker_pool("decode").submit(self._read_one, cid)
+
+    def _read_one(self, cid):
+        gate = self.gates.get(cid)
+        if gate is not None and not gate.wait(10):
+            self.gate_timeouts.append(cid)
+        return self.read_chunks([cid])[0]
+
+
+DTYPES = ["float32", "int16", "bool", "complex64", "datetime64[s]", "uint8"]
+
+
+def touched_chunks(bounds, starts, lengths):
+    out = set()
+    for k in range(starts[0].size):
+        ranges = []
+        for b, s, n in zip(bounds, starts, lengths, strict=True):
+            first = int(np.searchsorted(b, s[k], side="right") - 1)
+            last = int(np.searchsorted(b, s[k] + n - 1, side="right") - 1)
+            ranges.append(range(first, last + 1))
+        out.update(itertools.product(*ranges))
+    return out
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    case=chunked_windows(),
+    dtype=st.sampled_from(DTYPES),
+    kind=st.sampled_from(["counting", "submitting", "dask"]),
+    cached=st.booleans(),
+    parallel=st.booleans(),
+)
+def test_vectorised_gather_over_random_chunkings(case, dtype, kind, cached, parallel):
+    """Random windows (inside a chunk, across chunk edges, across several chunks)
+    over random irregular n-d chunkings: the gather equals numpy slicing, for every
+    kind of chunked source and dtype, and reads exactly the chunks the windows
+    touch, each once (the cache holds them all, or there is no cache)."""
+    bounds, starts, lengths = case
+    shape = tuple(int(b[-1]) for b in bounds)
+    values = np.arange(math.prod(shape)).reshape(shape) % 251
+    array = values.astype(dtype)
+    chunks = tuple(tuple(np.diff(b).tolist()) for b in bounds)
+    expected = np.stack(
+        [
+            array[
+                tuple(
+                    slice(s[k], s[k] + n) for s, n in zip(starts, lengths, strict=True)
+                )
+            ]
+            for k in range(starts[0].size)
+        ]
+    )
+    request = WindowRequest(starts, lengths, starts[0].size)
+    if kind == "dask":
+        src = DaskSource("d", dsa.from_array(array, chunks=chunks))
+    else:
+        src = (CountingSource if kind == "counting" else SubmittingSource)(
+            array, chunks
+        )
+    cache = BlockCache(2**24) if cached else None
+    with mock.patch.object(reader, "_PARALLEL_GATHER_BYTES", 0 if parallel else 2**60):
+        out = gather(src, request, cache)
+    assert out.dtype == array.dtype and out.flags.c_contiguous
+    np.testing.assert_array_equal(out, expected)
+    if kind != "dask":
+        assert sorted(src.reads) == sorted(touched_chunks(bounds, starts, lengths))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    case=chunked_windows(max_ndim=2, max_windows=60),
+    cache_chunks=st.integers(1, 5),
+    kind=st.sampled_from(["counting", "submitting"]),
+)
+def test_vectorised_gather_in_waves_within_a_small_cache(case, cache_chunks, kind):
+    """More touched chunks than half the cache: gathered in waves, still exact, the
+    cache within its budget, and no chunk read more often than the waves need it."""
+    bounds, starts, lengths = case
+    shape = tuple(int(b[-1]) for b in bounds)
+    array = np.arange(math.prod(shape), dtype=np.float64).reshape(shape)
+    chunks = tuple(tuple(np.diff(b).tolist()) for b in bounds)
+    src = (CountingSource if kind == "counting" else SubmittingSource)(array, chunks)
+    cache = BlockCache(cache_chunks * src.chunk_nbytes)
+    out = gather(src, WindowRequest(starts, lengths, starts[0].size), cache)
+    for k in range(starts[0].size):
+        window = tuple(
+            slice(s[k], s[k] + n) for s, n in zip(starts, lengths, strict=True)
+        )
+        np.testing.assert_array_equal(out[k], array[window])
+    assert cache.stats()["resident_bytes"] <= cache.max_bytes
+    touched = touched_chunks(bounds, starts, lengths)
+    assert set(src.reads) == touched
+    waves = list(
+        reader._waves(
+            src, plan_windows(src.bounds, starts, lengths), cache.max_bytes // 2
+        )
+    )
+    for cid in touched:
+        assert src.reads.count(cid) <= sum(cid in ids for _, ids in waves)
+
+
+def test_windows_across_a_chunk_edge_are_cut_from_a_small_stitched_block():
+    """A few windows crossing a chunk edge are copied from a block covering just
+    them, not from the bounding box of every window of their starting chunk."""
+    array = np.arange(400 * 400, dtype=np.float64).reshape(400, 400)
+    src = CountingSource(array, ((100,) * 4, (400,)))  # 320 KB chunks
+    rng = np.random.default_rng(0)
+    ys = np.append(rng.integers(0, 96, 49), 98)  # the last one crosses row 100
+    xs = rng.integers(0, 384, 50)
+    request = WindowRequest((ys, xs), (4, 16), 50)
+    cache = BlockCache(2**24)
+    gather(src, request, cache)  # the chunks are cached now
+    tracemalloc.start()
+    try:
+        out = gather(src, request, cache)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    for k in range(50):
+        np.testing.assert_array_equal(
+            out[k], array[ys[k] : ys[k] + 4, xs[k] : xs[k] + 16]
+        )
+    # the output (25.6 KB), one group's intermediate copy and a 4x16 stitched block
+    assert peak < 3 * out.nbytes + 16384, peak
+
+
+def test_groups_are_gathered_while_later_chunks_still_decode(monkeypatch):
+    """With a source that decodes in a pool, the windows of chunks already decoded
+    are copied while the later chunks decode: chunk 1 is held back until chunk 0's
+    windows have been gathered (it would wait forever if the reader waited for
+    every chunk first)."""
+    array = np.arange(40.0)
+    gate = threading.Event()
+    src = SubmittingSource(array, ((10, 10, 10, 10),), gates={(1,): gate})
+    original = reader._gather_group
+
+    def gather_group(*args, **kwargs):
+        group = args[2]
+        lo = group.lo if hasattr(group, "lo") else group[1]
+        result = original(*args, **kwargs)
+        if lo == (0,):
+            gate.set()
+        return result
+
+    monkeypatch.setattr(reader, "_gather_group", gather_group)
+    starts = (np.array([12, 1, 33, 5, 25, 14, 0]),)
+    out = gather(src, WindowRequest(starts, (3,), 7), BlockCache(2**20))
+    assert src.gate_timeouts == []
+    for k, s in enumerate(starts[0]):
+        np.testing.assert_array_equal(out[k], array[s : s + 3])
+    assert sorted(src.reads) == [(0,), (1,), (2,), (3,)]

@@ -31,6 +31,7 @@ from numpy.typing import NDArray
 
 # the sources and the thread pools moved to xbatcher.sources and xbatcher._threads;
 # their names stay importable from here
+from ._chunkgather import WindowGroup, plan_windows, put_windows, take_windows
 from ._threads import usable_cores as usable_cores
 from ._threads import worker_pool as worker_pool
 from .errors import SchemaError
@@ -327,6 +328,11 @@ def _needed_chunks(
         return [()]
     lo = np.ravel_multi_index(c_lo, nchunks)
     hi = np.ravel_multi_index(c_hi, nchunks)
+    if np.array_equal(lo, hi):  # every window inside one chunk: no Python per chunk
+        ids, first = np.unique(lo, return_index=True)
+        ids = ids[np.argsort(first, kind="stable")]
+        axes = np.unravel_index(ids, nchunks)
+        return list(zip(*(a.tolist() for a in axes), strict=True))
     # one entry per distinct (first chunk, last chunk) pair; most windows lie in
     # one chunk, so this is usually just the distinct first chunks
     total = math.prod(nchunks)
@@ -343,27 +349,6 @@ def _needed_chunks(
             )
         )
     return list(needed)
-
-
-def _plan_chunked(
-    source: Source, request: WindowRequest
-) -> tuple[
-    list[tuple[NDArray[np.intp], tuple[int, ...], tuple[int, ...]]],
-    list[tuple[int, ...]],
-]:
-    """Group windows by the chunk they start in; list the chunks the request needs."""
-    c_lo, c_hi = _chunk_spans(source, request)
-    if not c_lo:
-        return [(np.zeros(1, np.intp), (), ())], [()]
-    keys = np.ravel_multi_index(c_lo, source.nchunks)
-    order = np.argsort(keys, kind="stable")
-    cuts = np.flatnonzero(np.diff(keys[order])) + 1
-    plans = []
-    for idx in np.split(order, cuts):
-        lo = tuple(int(c[idx[0]]) for c in c_lo)
-        hi = tuple(int(c[idx].max()) for c in c_hi)
-        plans.append((idx, lo, hi))
-    return plans, _needed_chunks(source, c_lo, c_hi)
 
 
 def prefetch(
@@ -385,57 +370,103 @@ def prefetch(
 def _gather_chunked(
     source: Source, request: WindowRequest, cache: BlockCache | None
 ) -> NDArray[Any]:
-    if request.count == 1:  # one window: a region read, without the grouping machinery
+    """Windows of a chunked source: the windows are grouped by chunk once for the
+    whole request (:func:`~xbatcher._chunkplan.plan_windows`), then each group is one
+    fancy-indexing copy into the output, gathered as soon as its chunks are decoded."""
+    lengths = request.lengths
+    if request.count == 1 or not lengths:
+        # one window (or a 0-d variable): a region read, without the grouping
         region = tuple(
             slice(int(s[0]), int(s[0]) + n)
-            for s, n in zip(request.starts, request.lengths, strict=True)
+            for s, n in zip(request.starts, lengths, strict=True)
         )
         block = read_region(source, region, cache)
-        out = np.empty((1, *request.lengths), dtype=source.dtype)
+        out = np.empty((1, *lengths), dtype=source.dtype)
         out[0] = block
         return out
-    plans, needed = _plan_chunked(source, request)
-    starts, lengths = request.starts, request.lengths
-    if cache is not None and len(needed) * source.chunk_nbytes > cache.max_bytes // 2:
-        # more chunks than the cache holds (a full shuffle over big data): gather in
-        # waves of chunks that fit, so memory stays within the budget
-        out = np.empty((request.count, *lengths), dtype=source.dtype)
-        for wave_plans, wave_ids in _waves(source, plans, needed, cache.max_bytes // 2):
-            chunks = _fetch_chunks(source, wave_ids, cache)
-            _gather_plans(source, chunks, wave_plans, starts, lengths, out)
-            del chunks
-        return out
-    chunks = _fetch_chunks(source, needed, cache)
-    if len(plans) == 1:
-        return _gather_group(source, chunks, plans[0], starts, lengths, None)
+    assert source.bounds is not None
+    groups = plan_windows(source.bounds, request.starts, lengths)
+    budget = None if cache is None else cache.max_bytes // 2
+    if len(groups) == 1 and groups[0].single:
+        # one chunk: the fancy index writes the output itself (its rows are in order)
+        group = groups[0]
+        chunks = _fetch_chunks(source, [group.lo], cache)
+        return take_windows(chunks[group.lo], group.rel, lengths)
     out = np.empty((request.count, *lengths), dtype=source.dtype)
-    _gather_plans(source, chunks, plans, starts, lengths, out)
+    # more chunks than half the cache (a full shuffle over big data) are gathered in
+    # waves of chunks that fit, so memory stays within the budget
+    for wave, ids in _waves(source, groups, budget):
+        _gather_wave(source, wave, ids, cache, lengths, out)
     return out
 
 
-def _gather_plans(
+def _gather_wave(
     source: Source,
-    chunks: dict[tuple[int, ...], NDArray[Any]],
-    plans: list[tuple[NDArray[np.intp], tuple[int, ...], tuple[int, ...]]],
-    starts: tuple[NDArray[np.int64], ...],
+    groups: list[WindowGroup],
+    ids: list[tuple[int, ...]],
+    cache: BlockCache | None,
     lengths: tuple[int, ...],
     out: NDArray[Any],
 ) -> None:
-    """Gather every plan's windows into ``out``; big gathers are shared among the
+    """Gather ``groups`` (whose chunks are ``ids``) into ``out``. Chunks decoded in a
+    pool are all requested first; then the groups whose chunks are cached are gathered
+    while the others decode, and each of those as soon as its chunks arrive."""
+    pipelined = (
+        cache is not None
+        and source.submits_chunks
+        and len(ids) * source.chunk_nbytes <= cache.max_bytes // 2
+    )
+    # wait=False starts every read and returns the chunks already cached; decoded
+    # chunks enter the cache, which holds the whole wave (checked just above)
+    chunks = _fetch_chunks(source, ids, cache, wait=not pipelined)
+    waiting_on: dict[tuple[int, ...], list[int]] = {}
+    missing = [0] * len(groups)
+    ready: list[WindowGroup] = []
+    for g, group in enumerate(groups):
+        for cid in group.chunk_ids():
+            if cid not in chunks:
+                waiting_on.setdefault(cid, []).append(g)
+                missing[g] += 1
+        if not missing[g]:
+            ready.append(group)
+    _gather_groups(source, chunks, ready, lengths, out)
+    for cid in ids:
+        if cid not in waiting_on:
+            continue
+        chunks.update(_fetch_chunks(source, [cid], cache))
+        ready = []
+        for g in waiting_on[cid]:
+            missing[g] -= 1
+            if not missing[g]:
+                ready.append(groups[g])
+        _gather_groups(source, chunks, ready, lengths, out)
+
+
+def _gather_groups(
+    source: Source,
+    chunks: dict[tuple[int, ...], NDArray[Any]],
+    groups: list[WindowGroup],
+    lengths: tuple[int, ...],
+    out: NDArray[Any],
+) -> None:
+    """Gather every group's windows into ``out``; big gathers are shared among the
     cores (numpy copies without the GIL)."""
 
-    def run(share: list[Any]) -> None:
-        for plan in share:
-            _gather_group(source, chunks, plan, starts, lengths, out)
+    def run(share: list[WindowGroup]) -> None:
+        for group in share:
+            _gather_group(source, chunks, group, lengths, out)
 
-    nbytes = sum(p[0].size for p in plans) * math.prod(lengths) * out.itemsize
-    helpers = usable_cores() - 1 if nbytes >= _PARALLEL_GATHER_BYTES else 0
-    if helpers < 1 or len(plans) < 2:
-        run(plans)
+    if len(groups) < 2:
+        run(groups)
         return
-    shares: list[list[Any]] = [[] for _ in range(helpers + 1)]
-    for j, plan in enumerate(sorted(plans, key=lambda p: -p[0].size)):
-        shares[j % len(shares)].append(plan)
+    nbytes = sum(g.rows.size for g in groups) * math.prod(lengths) * out.itemsize
+    helpers = usable_cores() - 1 if nbytes >= _PARALLEL_GATHER_BYTES else 0
+    if helpers < 1:
+        run(groups)
+        return
+    shares: list[list[WindowGroup]] = [[] for _ in range(helpers + 1)]
+    for j, group in enumerate(sorted(groups, key=lambda g: -g.rows.size)):
+        shares[j % len(shares)].append(group)
     tasks = [worker_pool("gather").submit(run, share) for share in shares[1:]]
     run(shares[0])
     for task in tasks:
@@ -443,32 +474,25 @@ def _gather_plans(
 
 
 def _waves(
-    source: Source,
-    plans: list[tuple[NDArray[np.intp], tuple[int, ...], tuple[int, ...]]],
-    needed: list[tuple[int, ...]],
-    budget: int,
-) -> Iterable[tuple[list[Any], list[tuple[int, ...]]]]:
-    """Consecutive plans whose chunks together stay within ``budget`` bytes (at least
-    one plan per wave), with those chunks."""
-    touched = set(needed)
+    source: Source, groups: list[WindowGroup], budget: int | None
+) -> Iterable[tuple[list[WindowGroup], list[tuple[int, ...]]]]:
+    """Consecutive groups whose chunks together stay within ``budget`` bytes (at
+    least one group per wave; all of them for ``budget=None``), with those chunks."""
     per_chunk = max(1, source.chunk_nbytes)
-    wave: list[Any] = []
+    wave: list[WindowGroup] = []
     ids: dict[tuple[int, ...], None] = {}
-    for plan in plans:
-        _, lo, hi = plan
-        mine = [
-            cid
-            for cid in itertools.product(
-                *(range(a, b + 1) for a, b in zip(lo, hi, strict=True))
-            )
-            if cid in touched
-        ]
-        new = [cid for cid in mine if cid not in ids]
-        if wave and (len(ids) + len(new)) * per_chunk > budget:
+    for group in groups:
+        if group.single:
+            mine = [group.lo]
+            new = mine if group.lo not in ids else []
+        else:
+            mine = list(group.chunk_ids())
+            new = [cid for cid in mine if cid not in ids]
+        if wave and budget is not None and (len(ids) + len(new)) * per_chunk > budget:
             yield wave, list(ids)
             wave, ids = [], {}
             new = mine
-        wave.append(plan)
+        wave.append(group)
         ids.update(dict.fromkeys(new))
     if wave:
         yield wave, list(ids)
@@ -477,23 +501,17 @@ def _waves(
 def _gather_group(
     source: Source,
     chunks: dict[tuple[int, ...], NDArray[Any]],
-    plan: tuple[NDArray[np.intp], tuple[int, ...], tuple[int, ...]],
-    starts: tuple[NDArray[np.int64], ...],
+    group: WindowGroup,
     lengths: tuple[int, ...],
-    out: NDArray[Any] | None,
-) -> NDArray[Any]:
-    assert source.bounds is not None
-    idx, lo, hi = plan
-    local = [s[idx] for s in starts]
-    if lo == hi:
-        block = chunks[lo]
-        origin = [int(b[c]) for b, c in zip(source.bounds, lo, strict=True)]
+    out: NDArray[Any],
+) -> None:
+    """Copy one group's windows into ``out[group.rows]``, from their chunk or from
+    the small block stitched out of their box of chunks."""
+    if group.single:
+        block = chunks[group.lo]
     else:
-        origin = [int(s.min()) for s in local]
-        stop = [int(s.max()) + n for s, n in zip(local, lengths, strict=True)]
-        block = _assemble(source, chunks, origin, stop, lo, hi)
-    rel = tuple(s - o for s, o in zip(local, origin, strict=True))
-    return _gather_array(block, None, rel, lengths, out, None if out is None else idx)
+        block = _assemble(source, chunks, group.origin, group.stop, group.lo, group.hi)
+    put_windows(block, group, lengths, out)
 
 
 def _assemble(
