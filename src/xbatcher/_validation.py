@@ -8,19 +8,14 @@ the value, the allowed range and the fix.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
-from typing import TYPE_CHECKING, Any, TypeGuard
+from typing import Any, TypeGuard
 
 import numpy as np
 
-from .errors import DimensionError, InputTypeError, SchemaError
-
-if TYPE_CHECKING:  # the sampling layer imports this module and must not import xarray
-    import xarray as xr
+from .errors import InputTypeError, SchemaError
 
 __all__ = [
     "check_bool",
-    "check_filter_names",
     "check_int",
     "check_seed",
     "is_int",
@@ -115,45 +110,3 @@ def check_seed(value: object, what: str = "seed") -> int:
         maximum=SEED_MAX,
         fix="Pass a non-negative int below 2**64, or None for a fresh random seed.",
     )
-
-
-def check_filter_names(data: xr.Dataset, skip_nan: object, mask: object) -> None:
-    """Check the names given to ``skip_nan=`` and ``mask=`` before any data is read.
-
-    ``skip_nan`` names data variables of ``data``, ``mask`` any variable. A missing
-    name raises :class:`~xbatcher.errors.DimensionError` (a ``KeyError``) listing the
-    variables; a value of the wrong type an ``InputTypeError``.
-    """
-    known = list(data.data_vars)
-    if skip_nan is not None:
-        names = [skip_nan] if isinstance(skip_nan, str) else skip_nan
-        if not isinstance(names, Sequence) or not all(
-            isinstance(n, Hashable) and not isinstance(n, bool) for n in names
-        ):
-            raise InputTypeError(
-                f"skip_nan must be a variable name or a list of names; got "
-                f"{skip_nan!r} of type {type(skip_nan).__name__}."
-            )
-        for name in names:
-            if name not in known:
-                raise DimensionError(
-                    f"skip_nan names {name!r}, which is not a variable of the data; "
-                    f"variables are {known}. Pass one of them."
-                )
-    if mask is None:
-        return
-    known = list(data.variables)
-    import xarray as xr
-
-    if isinstance(mask, xr.DataArray):
-        return
-    if not isinstance(mask, str):
-        raise InputTypeError(
-            f"mask must be the name of a boolean variable or a boolean DataArray; "
-            f"got {mask!r} of type {type(mask).__name__}."
-        )
-    if mask not in known:
-        raise DimensionError(
-            f"mask {mask!r} is not a variable of the data; variables are {known}. "
-            "Pass the name of a boolean variable of ds, or a boolean DataArray."
-        )
