@@ -585,6 +585,8 @@ INJECTIONS = {
 }
 
 
+# a generator closed on its own prefetch thread once tried to join that thread
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
 @pytest.mark.parametrize("path", ["xarray", "arrays"])
 @pytest.mark.parametrize(
     ("point", "backend"),

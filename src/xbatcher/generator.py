@@ -15,6 +15,7 @@ import hashlib
 import json
 import math
 import operator
+import threading
 import warnings
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -66,6 +67,7 @@ _DEFAULT_RESIDENT_BYTES = 64 * 2**20
 # the block cache, so prefetched chunks are not evicted before they are used); about
 # two chunk-aware shuffle pools, so the next pool decodes while this one is gathered
 _READAHEAD_BYTES = 128 * 2**20
+_PREFETCH_THREAD = "xbatcher-prefetch"
 _PAGE = 4096  # positions whose units are computed together for in-order bgen[i] calls
 
 
@@ -690,9 +692,8 @@ class BatchGenerator:
                 yield first, self._batch_units(first, stop, epoch)
             return
         ahead = self._readahead_groups(step)
-        with ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="xbatcher-prefetch"
-        ) as pool:
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=_PREFETCH_THREAD)
+        try:
             pending: dict[int, Future[None]] = {}
             job: Future[None] | None = None
             for k, first in enumerate(firsts):
@@ -709,6 +710,11 @@ class BatchGenerator:
                 yield first, units
             if job is not None:
                 job.result()  # the last job's errors, had no group waited for it
+        finally:
+            # a generator whose last reference goes away on the prefetch thread is
+            # closed there, and that thread cannot wait for itself
+            here = threading.current_thread().name.startswith(_PREFETCH_THREAD)
+            pool.shutdown(wait=not here)
 
     def _readahead_groups(self, step: int) -> int:
         """Groups of ``step`` batches whose chunks are requested ahead at once."""
