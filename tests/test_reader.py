@@ -597,11 +597,12 @@ def test_interrupt_never_leaves_a_chunk_claimed(
 ):
     """Ctrl-C (or any BaseException) at any step of a chunk read, then a new
     iteration: every batch still equals ``isel`` and nothing hangs."""
-    from xbatcher import generator, zarr_source
+    from xbatcher import generator
+    from xbatcher.sources import _zarr
 
     owner, attr, n, when, _ = INJECTIONS[point]
     if owner == "ZarrSource":
-        owner = zarr_source.ZarrSource
+        owner = _zarr.ZarrSource
     da, source = _interrupt_data(backend, tmp_path)
     # one batch per group, so the background prefetcher claims chunks as well
     monkeypatch.setattr(generator, "_GROUP_BYTES", 1)
@@ -722,3 +723,41 @@ def test_interrupted_submit_releases_the_chunks_not_yet_handed_to_a_task():
     out = _run_guarded(lambda: gather(src, request, cache))
     np.testing.assert_array_equal(out[0], array)
     _run_guarded(lambda: _wait_until_settled(cache))
+
+
+def test_closing_an_iteration_never_waits_for_its_prefetcher(monkeypatch, tmp_path):
+    """An abandoned iteration is closed wherever its last reference goes: by the
+    garbage collector, in a thread that may hold a lock the prefetch job waits for
+    (dask's tokenize lock did, in a run of the tests above). Closing must not wait
+    for the prefetch job, or both threads wait forever."""
+    from xbatcher import generator
+
+    da, source = _interrupt_data("dask", tmp_path)
+    monkeypatch.setattr(generator, "_GROUP_BYTES", 1)
+    bgen = xb.BatchGenerator(source, {"time": 6}, input_overlap={"time": 2})
+    lock = threading.Lock()
+    started = threading.Event()
+    original = xb.BatchGenerator._prefetch
+
+    def prefetch_needing_the_lock(self, *args):
+        started.set()
+        with lock:
+            return original(self, *args)
+
+    monkeypatch.setattr(xb.BatchGenerator, "_prefetch", prefetch_needing_the_lock)
+
+    def abandon_while_holding_the_lock():
+        with lock:
+            it = iter(bgen.arrays)
+            first = next(it)
+            assert started.wait(30)
+            it.close()  # as the garbage collector would, in this thread
+        return first
+
+    first = _run_guarded(abandon_while_holding_the_lock)
+    np.testing.assert_array_equal(first, da.values[0:6])
+    monkeypatch.undo()
+    batches = _run_guarded(lambda: list(bgen.arrays))
+    for i, got in enumerate(batches):
+        np.testing.assert_array_equal(got, da.values[4 * i : 4 * i + 6])
+    _run_guarded(lambda: _wait_until_settled(bgen.block_cache))

@@ -15,7 +15,6 @@ import hashlib
 import json
 import math
 import operator
-import threading
 import warnings
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -67,7 +66,6 @@ _DEFAULT_RESIDENT_BYTES = 64 * 2**20
 # the block cache, so prefetched chunks are not evicted before they are used); about
 # two chunk-aware shuffle pools, so the next pool decodes while this one is gathered
 _READAHEAD_BYTES = 128 * 2**20
-_PREFETCH_THREAD = "xbatcher-prefetch"
 _PAGE = 4096  # positions whose units are computed together for in-order bgen[i] calls
 
 
@@ -692,7 +690,7 @@ class BatchGenerator:
                 yield first, self._batch_units(first, stop, epoch)
             return
         ahead = self._readahead_groups(step)
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=_PREFETCH_THREAD)
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xbatcher-prefetch")
         try:
             pending: dict[int, Future[None]] = {}
             job: Future[None] | None = None
@@ -711,10 +709,12 @@ class BatchGenerator:
             if job is not None:
                 job.result()  # the last job's errors, had no group waited for it
         finally:
-            # a generator whose last reference goes away on the prefetch thread is
-            # closed there, and that thread cannot wait for itself
-            here = threading.current_thread().name.startswith(_PREFETCH_THREAD)
-            pool.shutdown(wait=not here)
+            # never wait here: an abandoned iteration is closed wherever its last
+            # reference goes (the garbage collector, in any thread, maybe one that
+            # holds a lock the prefetch job needs, or the prefetch thread itself).
+            # A running job finishes on its own and settles the chunks it claimed;
+            # on a normal end, job.result() above has waited for it already.
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def _readahead_groups(self, step: int) -> int:
         """Groups of ``step`` batches whose chunks are requested ahead at once."""
