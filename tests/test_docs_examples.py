@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 import re
 import sys
 from pathlib import Path
 
 import pytest
 
-EXAMPLE = Path(__file__).parents[1] / "docs" / "examples" / "training_loop.py"
+DOCS = Path(__file__).parents[1] / "docs"
+EXAMPLE = DOCS / "examples" / "training_loop.py"
+# pages whose every ```python block runs; a ```text block right after one is the
+# output it must print
+RUNNABLE_PAGES = ["reading.md", "training.md"]
 
 
 def load_example():
@@ -50,19 +56,31 @@ def test_crash_and_resume_equals_uninterrupted(
         assert abs(full["w"] - 2.0) < 0.05 and abs(full["b"] - 0.5) < 0.05
 
 
-# docs whose ```python blocks run as they stand (each page's blocks in order, in one
-# namespace)
-RUNNABLE_DOCS = ["reading.md"]
+def snippets(page: str) -> list[tuple[str, str | None]]:
+    """The page's python blocks, each with the text block that follows it (if any)."""
+    text = (DOCS / page).read_text()
+    blocks = re.findall(r"```(\w+)\n(.*?)```", text, flags=re.S)
+    out: list[tuple[str, str | None]] = []
+    for k, (lang, body) in enumerate(blocks):
+        if lang != "python":
+            continue
+        follows = blocks[k + 1] if k + 1 < len(blocks) else None
+        printed = follows[1] if follows is not None and follows[0] == "text" else None
+        out.append((body, printed))
+    return out
 
 
-@pytest.mark.parametrize("page", RUNNABLE_DOCS)
-def test_doc_snippets_run(page, monkeypatch):
+@pytest.mark.parametrize("page", RUNNABLE_PAGES)
+def test_doc_snippets_run_and_print_what_the_page_shows(page, monkeypatch):
     from xbatcher.sources import _registry
 
     monkeypatch.setattr(_registry, "_registered", [])  # a snippet may register
-    text = (EXAMPLE.parents[1] / page).read_text()
-    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
-    assert blocks, f"{page} has no python snippet"
-    namespace: dict[str, object] = {}
-    for block in blocks:
-        exec(compile(block, page, "exec"), namespace)
+    found = snippets(page)
+    assert found, f"no python snippet in docs/{page}"
+    namespace: dict[str, object] = {"__name__": f"docs_{page}"}
+    for body, printed in found:  # in order, sharing names like a reader's session
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            exec(compile(body, f"docs/{page}", "exec"), namespace)
+        if printed is not None:
+            assert out.getvalue() == printed, body

@@ -12,7 +12,13 @@ import xarray as xr
 
 import xbatcher as xb
 from conftest import make_dataarray, make_dataset
-from xbatcher.errors import DimensionError, InputTypeError, SchemaError, XbatcherError
+from xbatcher.errors import (
+    BatchIndexError,
+    DimensionError,
+    InputTypeError,
+    SchemaError,
+    XbatcherError,
+)
 
 # A message "names a fix" when it tells the user what to do.
 FIX_WORDS = re.compile(
@@ -192,6 +198,12 @@ def test_index_out_of_range(params: dict[str, Any]) -> None:
         check_message(exc, str(n), str(-n), str(n - 1), fix=False)
         with pytest.raises(IndexError, match=number):
             bgen.arrays[bad]
+        # an xbatcher error, still matched by code written for 0.4
+        assert isinstance(exc.value, BatchIndexError | XbatcherError)
+        assert isinstance(exc.value, XbatcherError)
+        assert "list index out of range" in str(exc.value)
+        with pytest.raises(IndexError, match="list index out of range"):
+            bgen.batch_units(bad)
     bgen[n - 1], bgen[-n]  # the ends of the valid range work
 
 
@@ -228,3 +240,89 @@ def test_batch_size_with_concat() -> None:
             batch_size=8,
         )
     check_message(exc, "concat_input_dims", "8")
+
+
+# --------------------------------------------------------------------------- wrong types
+def _gen(**kw: Any) -> xb.BatchGenerator:
+    return xb.BatchGenerator(make_dataarray(), input_dims={"lon": 4}, **kw)
+
+
+WRONG_TYPES: list[tuple[str, Any]] = [
+    ("seed", lambda: _gen(batch_size=2, shuffle=True, seed="42")),
+    ("seed", lambda: _gen(batch_size=2, shuffle=True, seed=4.0)),
+    ("seed", lambda: xb.ShuffleSampler(seed="42")),
+    ("rank", lambda: _gen(batch_size=2).shard("0", 2)),
+    ("world_size", lambda: _gen(batch_size=2).shard(0, "2")),
+    ("world_size", lambda: xb.Shard(0, 2.0)),
+    ("epoch", lambda: _gen().set_epoch(1.5)),
+    ("batch_size", lambda: _gen(batch_size="8")),
+    ("input_overlap", lambda: _gen(input_overlap={"lon": "1"})),
+]
+
+
+@pytest.mark.parametrize(("name", "make"), WRONG_TYPES)
+def test_a_value_of_the_wrong_type_is_a_type_error(name: str, make: Any) -> None:
+    """The same mistake raises the same type everywhere (one validation module)."""
+    with pytest.raises(TypeError) as exc:
+        make()
+    assert isinstance(exc.value, InputTypeError)
+    assert not isinstance(exc.value, ValueError)
+    assert name in str(exc.value) and "of type" in str(exc.value)
+
+
+@pytest.mark.parametrize(
+    "name", ["drop_last", "concat_input_dims", "keep_remainder", "preload_batch"]
+)
+@pytest.mark.parametrize("bad", ["False", "no", "", 0, 1, None])
+def test_bool_options_refuse_strings_and_other_types(name: str, bad: Any) -> None:
+    # bool("False") is True: taking a string would silently turn the option on
+    kwargs: dict[str, Any] = {name: bad}
+    if name == "drop_last":
+        kwargs["batch_size"] = 5
+    with pytest.raises(
+        InputTypeError, match=rf"{name} must be True or False; got "
+    ) as e:
+        _gen(**kwargs)
+    check_message(e, repr(bad), type(bad).__name__)
+
+
+@pytest.mark.parametrize(
+    "name", ["drop_last", "concat_input_dims", "keep_remainder", "preload_batch"]
+)
+@pytest.mark.parametrize("good", [True, False, np.True_, np.False_])
+def test_bool_options_take_python_and_numpy_bools(name: str, good: Any) -> None:
+    kwargs: dict[str, Any] = {name: good}
+    if name == "drop_last":
+        kwargs["batch_size"] = 5
+    bgen = _gen(**kwargs)
+    value = getattr(bgen, name, None)
+    if value is None:
+        value = getattr(bgen.schema, name)
+    assert value is bool(good)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [({"mask": "land"}, "'land'"), ({"skip_nan": ["air", "sst"]}, "'sst'")],
+)
+def test_filter_naming_a_missing_variable(kwargs: dict[str, Any], name: str) -> None:
+    # xbatcher's typed error (a KeyError) listing the variables, not xarray's
+    ds = make_dataset()
+    with pytest.raises(DimensionError, match=name) as exc:
+        xb.BatchGenerator(ds, input_dims={"lon": 4}, batch_size=4, **kwargs)
+    assert isinstance(exc.value, KeyError)
+    check_message(exc, "'air'", "'mask'", fix=False)
+
+
+def test_seed_with_a_sampler_is_refused() -> None:
+    with pytest.raises(SchemaError, match=r"seed=1 and sampler=ShuffleSampler") as e:
+        _gen(batch_size=2, seed=1, sampler=xb.ShuffleSampler(seed=2))
+    check_message(e, "seed=", "ShuffleSampler(seed=2)")
+
+
+def test_docstring_describes_the_working_cache() -> None:
+    assert "NotImplementedError" not in (xb.BatchGenerator.__doc__ or "")
+    cache: dict[str, Any] = {}
+    bgen = _gen(cache=cache)
+    xr.testing.assert_identical(bgen[1], bgen[1])
+    assert cache  # the batch was stored

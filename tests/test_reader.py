@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import threading
@@ -315,7 +316,7 @@ def test_a_failing_prefetcher_is_never_silent(monkeypatch, path, delay):
     da = xr.DataArray(np.arange(600 * 4096.0).reshape(600, 4096), dims=("time", "x"))
     bgen = xb.BatchGenerator(da.chunk(time=100), {"x": 4096}, batch_dims={"time": 64})
 
-    def broken(self, first, stop):
+    def broken(self, first, stop, *rest):
         time.sleep(delay)
         raise RuntimeError(f"prefetch bug at {first}")
 
@@ -490,3 +491,273 @@ def test_groups_are_gathered_while_later_chunks_still_decode(monkeypatch):
     for k, s in enumerate(starts[0]):
         np.testing.assert_array_equal(out[k], array[s : s + 3])
     assert sorted(src.reads) == [(0,), (1,), (2,), (3,)]
+
+
+# --------------------------------------------------------------------------- interrupts
+class _Once:
+    """Wrap ``original`` so that its ``n``-th call raises KeyboardInterrupt, before
+    (``when="before"``) or after (``"after"``: the call's effect happened, as when
+    Ctrl-C lands just as it returns) running it.
+
+    With ``thread`` set, calls made on the decode and gather pools' workers do not
+    count: Ctrl-C never reaches them, and a BaseException raised in a worker's
+    future callback would kill the worker (and, after two tests, the pool)."""
+
+    def __init__(self, original, n, when="before"):
+        self.original, self.n, self.when = original, n, when
+        self.calls = 0
+        self.fired = False
+        self.thread = None
+        self.lock = threading.Lock()
+
+    def __call__(self, *args, **kwargs):
+        with self.lock:
+            counted = (
+                self.thread is None
+                or not threading.current_thread().name.startswith(
+                    ("xbatcher-decode", "xbatcher-gather")
+                )
+            )
+            self.calls += counted
+            fire = counted and self.calls == self.n and not self.fired
+            self.fired = self.fired or fire
+        if fire and self.when == "before":
+            raise KeyboardInterrupt
+        result = self.original(*args, **kwargs)
+        if fire:
+            raise KeyboardInterrupt
+        return result
+
+    def as_method(self):
+        def method(*args, **kwargs):
+            return self(*args, **kwargs)
+
+        return method
+
+
+def _interrupt_data(backend, tmp_path):
+    # windows of 6 steps every 4 over chunks of 4: most windows span two chunks
+    da = xr.DataArray(
+        np.arange(40 * 8, dtype=np.float64).reshape(40, 8), dims=("time", "x"), name="v"
+    )
+    if backend == "dask":
+        return da, da.chunk(time=4)
+    da.to_dataset().chunk(time=4).to_zarr(tmp_path / "s.zarr", consolidated=False)
+    opened = xr.open_dataset(
+        tmp_path / "s.zarr", engine="zarr", chunks=None, consolidated=False
+    )
+    return da, opened["v"]
+
+
+def _run_guarded(fn, timeout=60, interrupt=None):
+    """Run ``fn`` in a thread; fail (instead of hanging CI) if it does not finish.
+    ``interrupt`` (an ``_Once``) fires on that thread or the prefetch thread only,
+    unless it is a source read (whose errors travel through futures)."""
+    out = {}
+
+    def target():
+        try:
+            out["value"] = fn()
+        except BaseException as err:  # reported below
+            out["error"] = err
+
+    t = threading.Thread(target=target, daemon=True)
+    if interrupt is not None:
+        interrupt.thread = t  # not on the pools' workers
+    t.start()
+    t.join(timeout)
+    assert not t.is_alive(), "a read waits forever on a chunk claimed by no reader"
+    if "error" in out:
+        raise out["error"]
+    return out.get("value")
+
+
+INJECTIONS = {
+    # name: (object, attribute, n-th call, when, backends where that step runs on
+    # the consumer's or the prefetcher's thread)
+    "claim-after": (BlockCache, "claim", 2, "after", ("dask", "zarr")),
+    "claim-later": (BlockCache, "claim", 7, "after", ("dask", "zarr")),
+    "put-before": (BlockCache, "put", 2, "before", ("dask",)),
+    "put-after": (BlockCache, "put", 3, "after", ("dask",)),
+    "dask-read": (DaskSource, "read_chunks", 2, "before", ("dask",)),
+    "zarr-submit": ("ZarrSource", "submit_chunk", 2, "before", ("zarr",)),
+    "zarr-decode": ("ZarrSource", "_read_chunk", 3, "before", ("zarr",)),
+}
+
+
+# a generator closed on its own prefetch thread once tried to join that thread
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.parametrize("path", ["xarray", "arrays"])
+@pytest.mark.parametrize(
+    ("point", "backend"),
+    [(p, b) for p, spec in sorted(INJECTIONS.items()) for b in spec[-1]],
+)
+def test_interrupt_never_leaves_a_chunk_claimed(
+    monkeypatch, tmp_path, backend, path, point
+):
+    """Ctrl-C (or any BaseException) at any step of a chunk read, then a new
+    iteration: every batch still equals ``isel`` and nothing hangs."""
+    from xbatcher import generator
+    from xbatcher.sources import _zarr
+
+    owner, attr, n, when, _ = INJECTIONS[point]
+    if owner == "ZarrSource":
+        owner = _zarr.ZarrSource
+    da, source = _interrupt_data(backend, tmp_path)
+    # one batch per group, so the background prefetcher claims chunks as well
+    monkeypatch.setattr(generator, "_GROUP_BYTES", 1)
+    bgen = xb.BatchGenerator(source, {"time": 6}, input_overlap={"time": 2})
+    expected = [da.isel(time=slice(4 * i, 4 * i + 6)) for i in range(len(bgen))]
+
+    def epoch():
+        return list(bgen.arrays if path == "arrays" else bgen)
+
+    wrapper = _Once(getattr(owner, attr), n, when)
+    monkeypatch.setattr(owner, attr, wrapper.as_method())
+    try:
+        anywhere = point in ("zarr-decode", "dask-read")  # source reads
+        _run_guarded(epoch, interrupt=None if anywhere else wrapper)
+    except KeyboardInterrupt:
+        pass
+    monkeypatch.undo()
+    assert wrapper.fired
+    batches = _run_guarded(epoch)
+    assert len(batches) == len(expected)
+    for got, want in zip(batches, expected, strict=True):
+        np.testing.assert_array_equal(np.asarray(got), want.values)
+    _run_guarded(lambda: _wait_until_settled(bgen.block_cache))
+
+
+def _wait_until_settled(cache):
+    while cache.claimed():  # decodes started by the prefetcher may still run
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("how", ["close", "interrupt"])
+@pytest.mark.parametrize("backend", ["dask", "zarr"])
+def test_consumer_abandoning_an_epoch_leaves_no_claim(
+    monkeypatch, tmp_path, backend, how
+):
+    from xbatcher import generator
+
+    da, source = _interrupt_data(backend, tmp_path)
+    monkeypatch.setattr(generator, "_GROUP_BYTES", 1)
+    bgen = xb.BatchGenerator(source, {"time": 6}, input_overlap={"time": 2})
+
+    def abandon():
+        it = iter(bgen.arrays)
+        next(it), next(it)
+        if how == "close":
+            it.close()  # GeneratorExit inside the iteration
+            return
+        with contextlib.suppress(KeyboardInterrupt):
+            it.throw(KeyboardInterrupt)
+
+    _run_guarded(abandon)
+    batches = _run_guarded(lambda: list(bgen.arrays))
+    for i, got in enumerate(batches):
+        np.testing.assert_array_equal(got, da.values[4 * i : 4 * i + 6])
+    _run_guarded(lambda: _wait_until_settled(bgen.block_cache))
+
+
+def test_released_claim_wakes_waiters_who_load_it_themselves():
+    cache = BlockCache(2**20)
+    assert cache.claim("k") == (None, None)
+    _, future = cache.claim("k")
+    assert future is not None
+    cache.release("k")
+    with pytest.raises(reader.ReleasedClaim):
+        future.result(timeout=5)
+    assert cache.claimed() == [] and cache.claim("k") == (None, None)
+    # an interruption passed to fail() is the interrupted thread's, not the waiters'
+    _, waiter = cache.claim("k")
+    cache.fail("k", KeyboardInterrupt())
+    with pytest.raises(reader.ReleasedClaim):
+        waiter.result(timeout=5)
+    assert cache.claimed() == []
+
+
+def test_cancelled_or_interrupted_chunk_task_releases_its_claim():
+    from concurrent.futures import Future
+
+    cache = BlockCache(2**20)
+    for outcome in ("cancel", "interrupt", "error"):
+        key = ("v", outcome)
+        assert cache.claim(key) == (None, None)
+        _, waiter = cache.claim(key)
+        task = Future()
+        if outcome == "cancel":
+            task.cancel()  # e.g. a pool shut down with cancel_futures=True
+        elif outcome == "interrupt":
+            task.set_exception(KeyboardInterrupt())
+        else:
+            task.set_exception(OSError("gone"))
+        reader._settle(cache, key, task)
+        assert cache.claimed() == []
+        expected = OSError if outcome == "error" else reader.ReleasedClaim
+        with pytest.raises(expected):
+            waiter.result(timeout=5)
+
+
+def test_interrupted_submit_releases_the_chunks_not_yet_handed_to_a_task():
+    array = np.arange(400.0).reshape(20, 20)
+
+    class Submitting(CountingSource):
+        submits_chunks = True
+
+        def submit_chunk(self, cid):
+            if cid == (2, 0):
+                raise KeyboardInterrupt
+            return reader.worker_pool("decode").submit(
+                lambda: self.read_chunks([cid])[0]
+            )
+
+    src = Submitting(array, (regular_chunks(20, 5), (20,)))
+    cache = BlockCache(2**20)
+    request = WindowRequest((np.array([0]), np.array([0])), (20, 20), 1)
+    with pytest.raises(KeyboardInterrupt):
+        gather(src, request, cache)
+    src.submit_chunk = lambda cid: reader.worker_pool("decode").submit(
+        lambda: src.read_chunks([cid])[0]
+    )
+    out = _run_guarded(lambda: gather(src, request, cache))
+    np.testing.assert_array_equal(out[0], array)
+    _run_guarded(lambda: _wait_until_settled(cache))
+
+
+def test_closing_an_iteration_never_waits_for_its_prefetcher(monkeypatch, tmp_path):
+    """An abandoned iteration is closed wherever its last reference goes: by the
+    garbage collector, in a thread that may hold a lock the prefetch job waits for
+    (dask's tokenize lock did, in a run of the tests above). Closing must not wait
+    for the prefetch job, or both threads wait forever."""
+    from xbatcher import generator
+
+    da, source = _interrupt_data("dask", tmp_path)
+    monkeypatch.setattr(generator, "_GROUP_BYTES", 1)
+    bgen = xb.BatchGenerator(source, {"time": 6}, input_overlap={"time": 2})
+    lock = threading.Lock()
+    started = threading.Event()
+    original = xb.BatchGenerator._prefetch
+
+    def prefetch_needing_the_lock(self, *args):
+        started.set()
+        with lock:
+            return original(self, *args)
+
+    monkeypatch.setattr(xb.BatchGenerator, "_prefetch", prefetch_needing_the_lock)
+
+    def abandon_while_holding_the_lock():
+        with lock:
+            it = iter(bgen.arrays)
+            first = next(it)
+            assert started.wait(30)
+            it.close()  # as the garbage collector would, in this thread
+        return first
+
+    first = _run_guarded(abandon_while_holding_the_lock)
+    np.testing.assert_array_equal(first, da.values[0:6])
+    monkeypatch.undo()
+    batches = _run_guarded(lambda: list(bgen.arrays))
+    for i, got in enumerate(batches):
+        np.testing.assert_array_equal(got, da.values[4 * i : 4 * i + 6])
+    _run_guarded(lambda: _wait_until_settled(bgen.block_cache))

@@ -128,10 +128,18 @@ def test_resolve_seed() -> None:
     assert all(0 <= s < 2**63 for s in fresh)
 
 
-@pytest.mark.parametrize("bad", [-1, True, 1.5, "3", 2**64])
+@pytest.mark.parametrize("bad", [-1, 2**64])
 def test_resolve_seed_rejects(bad: Any) -> None:
     with pytest.raises(SchemaError, match=r"seed must be .*; got"):
         resolve_seed(bad)
+
+
+@pytest.mark.parametrize("bad", [True, np.True_, 1.5, 2.0, "3", "42"])
+def test_resolve_seed_rejects_wrong_types_with_a_type_error(bad: Any) -> None:
+    # the same mistake raises the same type everywhere: a TypeError, not a ValueError
+    with pytest.raises(InputTypeError, match=r"seed must be .*; got .* of type") as e:
+        resolve_seed(bad)
+    assert isinstance(e.value, TypeError) and not isinstance(e.value, ValueError)
 
 
 @given(seed=seeds, a=epochs, b=epochs)
@@ -454,7 +462,7 @@ def test_random_errors() -> None:
         RandomSampler(weights=[1, np.nan])
     with pytest.raises(SchemaError, match=r"num_samples must be an int >= 0; got -1"):
         RandomSampler(num_samples=-1)
-    with pytest.raises(SchemaError, match=r"replacement must be True or False"):
+    with pytest.raises(InputTypeError, match=r"replacement must be True or False"):
         RandomSampler(replacement="yes")  # type: ignore[arg-type]
     s = RandomSampler(weights=[1, 2, 3])
     with pytest.raises(SchemaError, match=r"n_units=4\); got 3 weights"):

@@ -52,18 +52,16 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     bgen = bgen.shard(rank, world, even="pad")
 
     w, b, lr = 0.0, 0.0, 0.05
-    start_epoch = 0
     ckpt = args.checkpoint.with_suffix(f".rank{rank}.json") if args.checkpoint else None
     if ckpt is not None and ckpt.exists():  # 3. resume: model state + loader state
         saved = json.loads(ckpt.read_text())
         w, b = saved["w"], saved["b"]
-        bgen.load_state_dict(saved["loader"])
-        start_epoch = saved["loader"]["epoch"]
+        bgen.load_state_dict(saved["loader"])  # checked: a wrong state is refused
 
     steps = 0
-    for epoch in range(start_epoch, args.epochs):
-        if epoch != bgen.epoch:
-            bgen.set_epoch(epoch)
+    for epoch in range(bgen.epoch, args.epochs):
+        # the restored epoch keeps its restored position: no batch is replayed
+        bgen.set_epoch(epoch)
         for batch in bgen.arrays:  # numpy fast path; use `for batch in bgen` for xarray
             x, y = batch["x"], batch["y"]
             err = w * x + b - y

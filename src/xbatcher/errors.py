@@ -7,12 +7,14 @@ would naturally catch, so ``except ValueError`` keeps working.
 from __future__ import annotations
 
 __all__ = [
+    "BatchIndexError",
     "ChunkDecodeError",
     "DimensionError",
     "InputTypeError",
     "OptionalDependencyError",
     "SchemaError",
     "StateError",
+    "StateTypeError",
     "XbatcherError",
     "XbatcherWarning",
 ]
@@ -39,6 +41,15 @@ class InputTypeError(XbatcherError, TypeError):
 
 class StateError(XbatcherError, ValueError):
     """A saved iteration state does not match this generator."""
+
+
+class StateTypeError(StateError, InputTypeError):
+    """A field of a saved iteration state has the wrong type (also a ``TypeError``)."""
+
+
+class BatchIndexError(XbatcherError, IndexError):
+    """A batch index is out of range; the message keeps Python's ``list index out of
+    range`` so code written for xbatcher 0.4 that matches on it keeps working."""
 
 
 class ChunkDecodeError(XbatcherError, ValueError):

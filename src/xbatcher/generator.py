@@ -24,7 +24,9 @@ import numpy as np
 import xarray as xr
 from numpy.typing import NDArray
 
-from .errors import InputTypeError, SchemaError, StateError, XbatcherWarning
+from ._state import STATE_VERSION, Cursor, checked_state
+from ._validation import check_bool, check_int
+from .errors import BatchIndexError, InputTypeError, SchemaError, XbatcherWarning
 from .fingerprint import source_fingerprint
 from .layout import VarLayout, XarrayBuilder, layout_array, plan_layout
 from .reader import (
@@ -54,7 +56,6 @@ __all__ = ["ArrayBatches", "BatchGenerator"]
 
 Batch = xr.Dataset | xr.DataArray
 ArrayBatch = NDArray[Any] | dict[Hashable, NDArray[Any]]
-_STATE_VERSION = 1
 _GROUP_BYTES = 2 * 2**20  # output gathered at once while iterating (cache-friendly)
 _MAX_GROUP = 512
 # chunk-aware shuffle: bytes of chunks a shuffle pool draws from, by default. Larger
@@ -89,9 +90,12 @@ class BatchGenerator:
         Concatenate all windows of a batch along ``input_batch`` / ``sample``.
     preload_batch : bool
         Return numpy-backed batches (True) or lazy dask-backed ones (False).
-    cache, cache_preprocess
-        Accepted for 0.4 compatibility; batch caching arrives with the cache issue and
-        passing a cache currently raises ``NotImplementedError``.
+    cache : MutableMapping, optional
+        A batch cache, as in 0.4: any dict-like store (a ``dict``, a
+        ``zarr.storage`` store...). Each batch is built once, passed through
+        ``cache_preprocess`` and stored; later reads of the batch come from the cache.
+    cache_preprocess : callable, optional
+        Applied to a batch before it is cached.
     keep_remainder : bool
         Cover leftover points at the end of each sliced dim with a last window that
         ends at the dim's end (0.4 drops them; default False).
@@ -105,7 +109,8 @@ class BatchGenerator:
     seed : int, optional
         Seed of the shuffle; drawn at random (and exposed as ``.seed``) if None.
     sampler : xbatcher.sampling.Sampler, optional
-        Any sampler (overrides ``shuffle``/``seed``).
+        Any sampler (overrides ``shuffle``); it carries its own seed, so passing
+        ``seed=`` as well is refused.
     block_cache_bytes : int or str
         Budget of the cache of decoded source chunks, e.g. ``"512MiB"``.
     resident_bytes : int or str, optional
@@ -175,7 +180,7 @@ class BatchGenerator:
         self.ds = ds
         self.cache = cache
         self.cache_preprocess = cache_preprocess
-        self.preload_batch = bool(preload_batch)
+        self.preload_batch = check_bool(preload_batch, "preload_batch")
         self.schema = BatchSchema(
             ds,
             input_dims=input_dims,
@@ -227,8 +232,9 @@ class BatchGenerator:
         self._shard: Shard | None = None
         self.epoch = 0
         self._page: tuple[tuple[int, int, int, int], NDArray[np.int64]] | None = None
-        self._position = 0  # batches delivered in the current epoch
-        self._resume_at = 0
+        # the most recently started iteration (each iter() has its own cursor)
+        self._cursor: Cursor | None = None
+        self._resume_at = 0  # where the next iteration starts (load_state_dict)
 
     # ------------------------------------------------------------------ setup
     def _make_sampler(
@@ -244,7 +250,16 @@ class BatchGenerator:
                     f"sampler must be an xbatcher.sampling.Sampler; got "
                     f"{type(sampler).__name__}. Use e.g. xb.ShuffleSampler(seed=0)."
                 )
+            if seed is not None:
+                raise SchemaError(
+                    f"seed={seed!r} and sampler={type(sampler).__name__}(seed="
+                    f"{sampler.seed!r}) were both given; the sampler's own seed would "
+                    "win and seed= be ignored. Pass the seed to the sampler "
+                    f"({type(sampler).__name__}(seed=...)) and drop seed=."
+                )
             return sampler
+        if isinstance(shuffle, np.bool_):  # type: ignore[unreachable, unused-ignore]
+            shuffle = bool(shuffle)  # type: ignore[unreachable, unused-ignore]
         if shuffle is False or shuffle is None:
             if seed is not None:
                 warnings.warn(
@@ -338,25 +353,31 @@ class BatchGenerator:
             self._groups = UnitGroups.from_labels(labels)
         return self._groups
 
-    def _units_at(self, local_positions: NDArray[np.int64]) -> NDArray[np.int64]:
-        """Unit ids at local (this shard's) positions of the current epoch."""
+    def _units_at(
+        self, local_positions: NDArray[np.int64], epoch: int | None = None
+    ) -> NDArray[np.int64]:
+        """Unit ids at local (this shard's) positions of ``epoch`` (default: the
+        current epoch)."""
+        epoch = self.epoch if epoch is None else epoch
         if local_positions.size and local_positions.size <= _PAGE:
             # bgen[i] called in order: evaluate the sampler a page at a time
             lo = int(local_positions[0])
             page = lo // _PAGE
             if int(local_positions[-1]) // _PAGE == page:
-                key = (self.epoch, page, id(self.sampler), id(self._shard))
+                key = (epoch, page, id(self.sampler), id(self._shard))
                 entry = self._page  # one read: another thread may replace the page
                 if entry is None or entry[0] != key:
                     start = page * _PAGE
                     stop = min(start + _PAGE, self._epoch_positions())
                     positions = np.arange(start, stop, dtype=np.int64)
-                    entry = (key, self._compute_units(positions))
+                    entry = (key, self._compute_units(positions, epoch))
                     self._page = entry
                 return entry[1][local_positions - page * _PAGE]
-        return self._compute_units(local_positions)
+        return self._compute_units(local_positions, epoch)
 
-    def _compute_units(self, local_positions: NDArray[np.int64]) -> NDArray[np.int64]:
+    def _compute_units(
+        self, local_positions: NDArray[np.int64], epoch: int
+    ) -> NDArray[np.int64]:
         if (
             self._shard is None
             and self._valid is None
@@ -367,22 +388,23 @@ class BatchGenerator:
         positions = local_positions
         if self._shard is not None:
             positions = self._shard.global_positions(n, local_positions)
-        units = self.sampler.units(
-            self.n_units, self.epoch, positions, self._unit_groups()
-        )
+        units = self.sampler.units(self.n_units, epoch, positions, self._unit_groups())
         if self._valid is not None:
             units = self._valid[units]
         return units
 
-    def _batch_units(self, first: int, stop: int) -> list[NDArray[np.int64]]:
-        """Units of batches ``first .. stop - 1`` (one array per batch)."""
+    def _batch_units(
+        self, first: int, stop: int, epoch: int | None = None
+    ) -> list[NDArray[np.int64]]:
+        """Units of batches ``first .. stop - 1`` (one array per batch) of ``epoch``
+        (default: the current epoch)."""
         bs = self.schema.batch_size
         if bs is None:
-            units = self._units_at(np.arange(first, stop, dtype=np.int64))
+            units = self._units_at(np.arange(first, stop, dtype=np.int64), epoch)
             return list(units.reshape(-1, 1))
         total = self._epoch_positions()
         lo, hi = first * bs, min(stop * bs, total)
-        units = self._units_at(np.arange(lo, hi, dtype=np.int64))
+        units = self._units_at(np.arange(lo, hi, dtype=np.int64), epoch)
         return np.split(units, np.arange(bs, hi - lo, bs))
 
     def _check_index(self, idx: Any) -> int:
@@ -395,9 +417,9 @@ class BatchGenerator:
             ) from None
         n = len(self)
         if not -n <= i < n:
-            raise IndexError(
-                f"batch index {i} is out of range for a generator of {n} batches; "
-                f"valid indices are {-n}..{n - 1}."
+            raise BatchIndexError(
+                f"batch index {i} is out of range for a generator of {n} batches "
+                f"(list index out of range); valid indices are {-n}..{n - 1}."
             )
         return i + n if i < 0 else i
 
@@ -611,7 +633,11 @@ class BatchGenerator:
         return batch
 
     def __iter__(self) -> Iterator[Batch]:
-        indices = self._epoch_indices()
+        # the cursor (epoch, start) is taken here, when iter() is called, not at the
+        # first next(): two iterators made together follow the same epoch
+        return self._iterate(*self._start_iteration())
+
+    def _iterate(self, cursor: Cursor, indices: range) -> Iterator[Batch]:
         # sample batches of a group are gathered together (one chunk plan, one copy
         # per chunk) and then wrapped one by one
         grouped = (
@@ -619,13 +645,14 @@ class BatchGenerator:
             and self.preload_batch
             and self._batch_cache is None
         )
-        for first, batches in self._groups_of_batches(indices, self._group_size()):
+        groups = self._groups_of_batches(indices, self._group_size(), cursor.epoch)
+        for first, batches in groups:
             built = self._sample_xarrays(batches) if grouped else None
             for j, units in enumerate(batches):
                 batch = built[j] if built else self._cached_xarray_for(units)
-                self._position = first + j + 1
+                cursor.position = first + j + 1
                 yield batch
-        self._end_epoch()
+        self._end_iteration(cursor)
 
     def _sample_xarrays(self, batches: list[NDArray[np.int64]]) -> list[Batch]:
         """Sample-mode batches of one group, from one gather of all their windows."""
@@ -651,24 +678,24 @@ class BatchGenerator:
         return out
 
     def _groups_of_batches(
-        self, indices: range, step: int
+        self, indices: range, step: int, epoch: int
     ) -> Iterator[tuple[int, list[NDArray[np.int64]]]]:
-        """Units of consecutive groups of batches; with chunked sources, the chunks of
-        the next groups (``_READAHEAD_BYTES`` of output) are requested together from a
-        background thread while the current group is gathered."""
+        """Units of consecutive groups of batches of ``epoch``; with chunked sources,
+        the chunks of the next groups (``_READAHEAD_BYTES`` of output) are requested
+        together from a background thread while the current group is gathered."""
         firsts = range(indices.start, indices.stop, step)
         if not any(s.bounds is not None for s in self._sources.values()):
             for first in firsts:
-                yield first, self._batch_units(first, min(first + step, indices.stop))
+                stop = min(first + step, indices.stop)
+                yield first, self._batch_units(first, stop, epoch)
             return
         ahead = self._readahead_groups(step)
-        with ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="xbatcher-prefetch"
-        ) as pool:
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xbatcher-prefetch")
+        try:
             pending: dict[int, Future[None]] = {}
             job: Future[None] | None = None
             for k, first in enumerate(firsts):
-                units = self._batch_units(first, min(first + step, indices.stop))
+                units = self._batch_units(first, min(first + step, indices.stop), epoch)
                 future = pending.pop(k, None)
                 if future is not None and (future.done() or k % ahead == 0):
                     future.result()  # re-raises a failed read here, never hangs
@@ -676,11 +703,18 @@ class BatchGenerator:
                     # the chunks of the next `ahead` groups, requested at once
                     last = min(k + ahead, len(firsts) - 1)
                     stop = min(firsts[last] + step, indices.stop)
-                    job = pool.submit(self._prefetch, firsts[k + 1], stop)
+                    job = pool.submit(self._prefetch, firsts[k + 1], stop, epoch)
                     pending.update(dict.fromkeys(range(k + 1, last + 1), job))
                 yield first, units
             if job is not None:
                 job.result()  # the last job's errors, had no group waited for it
+        finally:
+            # never wait here: an abandoned iteration is closed wherever its last
+            # reference goes (the garbage collector, in any thread, maybe one that
+            # holds a lock the prefetch job needs, or the prefetch thread itself).
+            # A running job finishes on its own and settles the chunks it claimed;
+            # on a normal end, job.result() above has waited for it already.
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def _readahead_groups(self, step: int) -> int:
         """Groups of ``step`` batches whose chunks are requested ahead at once."""
@@ -688,8 +722,8 @@ class BatchGenerator:
         budget = min(_READAHEAD_BYTES, self.block_cache.max_bytes // 4)
         return max(1, budget // group_bytes)
 
-    def _prefetch(self, first: int, stop: int) -> None:
-        windows = self._windows(np.concatenate(self._batch_units(first, stop)))
+    def _prefetch(self, first: int, stop: int, epoch: int) -> None:
+        windows = self._windows(np.concatenate(self._batch_units(first, stop, epoch)))
         # prefetched chunks must still be cached when they are used
         budget = self.block_cache.max_bytes // (4 * max(1, len(self._sources)))
         for name, src in self._sources.items():
@@ -724,14 +758,19 @@ class BatchGenerator:
             )
         return max(1, batch_bytes)
 
-    def _epoch_indices(self) -> range:
+    def _start_iteration(self) -> tuple[Cursor, range]:
+        """A new iteration's own cursor: the current epoch, from the restored
+        position (0 unless load_state_dict set one), and the batches it covers."""
         start, self._resume_at = self._resume_at, 0
-        self._position = start
-        return range(start, len(self))
+        cursor = Cursor(self.epoch, start)
+        self._cursor = cursor
+        return cursor, range(start, len(self))
 
-    def _end_epoch(self) -> None:
-        self.epoch += 1
-        self._position = 0
+    def _end_iteration(self, cursor: Cursor) -> None:
+        """An iteration reached the end of its epoch: the generator moves past it
+        (never back, and only once however many iterators finish that epoch)."""
+        cursor.done = True
+        self.epoch = max(self.epoch, cursor.epoch + 1)
 
     @property
     def arrays(self) -> ArrayBatches:
@@ -739,16 +778,19 @@ class BatchGenerator:
         return ArrayBatches(self)
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose order the next iteration follows."""
-        if (
-            isinstance(epoch, bool)
-            or not isinstance(epoch, int | np.integer)
-            or epoch < 0
-        ):
-            raise SchemaError(f"epoch must be an int >= 0; got {epoch!r}.")
-        self.epoch = int(epoch)
-        self._position = 0
-        self._resume_at = 0
+        """Select the epoch whose order the next iteration follows.
+
+        The next iteration starts at the epoch's first batch, except right after
+        :meth:`load_state_dict` when ``epoch`` is the restored epoch: then it starts
+        at the restored position, so the natural resume loop
+        (``for e in range(bgen.epoch, n): bgen.set_epoch(e); ...``) does not replay
+        the batches already trained on.
+        """
+        e = check_int(epoch, "epoch", minimum=0, fix="Epochs are numbered 0, 1, 2, ...")
+        if e != self.epoch:
+            self._resume_at = 0
+        self.epoch = e
+        self._cursor = None
 
     def batch_units(self, idx: int) -> NDArray[np.int64]:
         """Unit numbers (samples with ``batch_size``, else batches) of batch ``idx``
@@ -812,7 +854,7 @@ class BatchGenerator:
         inner = Shard(rank, world_size, even)
         new._shard = inner if self._shard is None else self._shard.then(inner)
         new._page = None
-        new._position = 0
+        new._cursor = None
         new._resume_at = 0
         return new
 
@@ -912,7 +954,7 @@ class BatchGenerator:
         check_sampler_fits(new.sampler, new.n_units, new._filter is not None)
         new._groups = None
         new._page = None
-        new._position = 0
+        new._cursor = None
         new._resume_at = 0
         return new
 
@@ -943,47 +985,48 @@ class BatchGenerator:
         return h.hexdigest()[:16]
 
     def state_dict(self) -> dict[str, Any]:
-        """Where iteration stands: enough to resume mid-epoch with load_state_dict."""
+        """Where iteration stands: enough to resume mid-epoch with load_state_dict.
+
+        With several iterators at once, this describes the most recently started one
+        (its epoch and the batches it delivered); before any iteration, or once that
+        one finished, where the next iteration starts.
+        """
         shard = self._shard
+        cursor = self._cursor
+        if cursor is not None and not cursor.done:
+            epoch, position = cursor.epoch, cursor.position
+        else:
+            epoch, position = self.epoch, self._resume_at
         return {
-            "version": _STATE_VERSION,
+            "version": STATE_VERSION,
             "fingerprint": self.fingerprint,
             "seed": self.seed,
-            "epoch": self.epoch,
-            "position": self._position,
+            "epoch": epoch,
+            "position": position,
             "shard": None
             if shard is None
             else [shard.rank, shard.world_size, shard.even],
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Resume: the next iteration yields exactly the batches not yet delivered."""
-        if state.get("version") != _STATE_VERSION:
-            raise StateError(
-                f"state version {state.get('version')!r} is not supported (expected "
-                f"{_STATE_VERSION})."
-            )
-        mine = self.fingerprint
-        if state.get("fingerprint") != mine:
-            raise StateError(
-                "this state was saved by a different generator (schema, data or sampler "
-                f"differ): checkpoint fingerprint {state.get('fingerprint')!r}, current "
-                f"fingerprint {mine!r}. Build the generator with the same arguments and "
-                "data as when the state was saved."
-            )
-        shard = self._shard
-        current = None if shard is None else [shard.rank, shard.world_size, shard.even]
-        saved = state.get("shard")
-        if (list(saved) if saved is not None else None) != current:
-            raise StateError(
-                f"state was saved for shard {saved}, this generator is shard {current}. "
-                "Load each rank's own state."
-            )
-        position = int(state["position"])
-        if not 0 <= position <= len(self):
-            raise StateError(f"state position {position} is outside 0..{len(self)}.")
-        self.epoch = int(state["epoch"])
-        self._position = position
+        """Resume: the next iteration yields exactly the batches not yet delivered.
+
+        Every field is checked first; an error prints the checkpoint's value beside
+        this generator's and says what to fix (``StateError``, or ``StateTypeError``
+        for a value of the wrong type).
+        """
+        now = self.state_dict()
+        epoch, position = checked_state(
+            state,
+            fingerprint=now["fingerprint"],
+            seed=now["seed"],
+            shard=now["shard"],
+            n_batches=len(self),
+            epoch=now["epoch"],
+            position=now["position"],
+        )
+        self.epoch = epoch
+        self._cursor = None
         self._resume_at = position
 
     def __repr__(self) -> str:
@@ -1014,13 +1057,16 @@ class ArrayBatches:
         return gen._arrays_for(gen._batch_units(i, i + 1))[0]
 
     def __iter__(self) -> Iterator[ArrayBatch]:
+        return self._iterate(*self._gen._start_iteration())
+
+    def _iterate(self, cursor: Cursor, indices: range) -> Iterator[ArrayBatch]:
         gen = self._gen
-        indices = gen._epoch_indices()
-        for first, batches in gen._groups_of_batches(indices, gen._group_size()):
+        groups = gen._groups_of_batches(indices, gen._group_size(), cursor.epoch)
+        for first, batches in groups:
             for j, batch in enumerate(gen._arrays_for(batches)):
-                gen._position = first + j + 1
+                cursor.position = first + j + 1
                 yield batch
-        gen._end_epoch()
+        gen._end_iteration(cursor)
 
 
 def _gather_windows(

@@ -120,6 +120,11 @@ def parse_bytes(value: int | str, what: str = "block_cache_bytes") -> int:
     return n
 
 
+class ReleasedClaim(Exception):
+    """Raised to threads waiting on a chunk whose loader gave up its claim (it was
+    interrupted); they load the chunk themselves. Never reaches users."""
+
+
 class BlockCache:
     """A thread-safe, byte-bounded LRU cache of decoded source chunks.
 
@@ -190,18 +195,47 @@ class BlockCache:
             return None, None
 
     def fail(self, key: Hashable, error: BaseException) -> None:
-        """Report that loading ``key`` failed; threads waiting on it get the error."""
+        """Report that loading ``key`` failed; threads waiting on it get the error.
+
+        An interruption that is not an ``Exception`` (``KeyboardInterrupt``,
+        ``GeneratorExit``, ``SystemExit``) belongs to the interrupted thread, not to
+        the waiters: the claim is released instead (:meth:`release`) and they load
+        the value themselves.
+        """
+        if not isinstance(error, Exception):
+            self.release(key)
+            return
         with self._lock:
-            pending = self._inflight.pop(key, None)
-        if pending is not None:
-            pending.set_exception(error)
+            pending = self._inflight.get(key)
+            if pending is not None:
+                # set before removing: an interruption between the two leaves a
+                # finished future behind (harmless), never an unfinished orphan
+                if not pending.done():
+                    pending.set_exception(error)
+                del self._inflight[key]
+
+    def release(self, key: Hashable) -> None:
+        """Give up a claim without a value (its loader was interrupted).
+
+        Threads waiting on the claim are woken and load ``key`` themselves; the next
+        :meth:`claim` of ``key`` is a plain miss. Releasing a key that is not claimed
+        does nothing.
+        """
+        with self._lock:
+            pending = self._inflight.get(key)
+            if pending is not None:
+                if not pending.done():
+                    pending.set_exception(ReleasedClaim(key))
+                del self._inflight[key]
 
     def put(self, key: Hashable, value: NDArray[Any]) -> None:
         with self._lock:
-            pending = self._inflight.pop(key, None)
+            pending = self._inflight.get(key)
             self.loaded_bytes += value.nbytes
             if pending is not None:
-                pending.set_result(value)
+                if not pending.done():
+                    pending.set_result(value)
+                del self._inflight[key]
             if key in self._data or value.nbytes > self.max_bytes:
                 return
             self._data[key] = value
@@ -210,6 +244,11 @@ class BlockCache:
                 _, old = self._data.popitem(last=False)
                 self._bytes -= old.nbytes
                 self.evictions += 1
+
+    def claimed(self) -> list[Hashable]:
+        """Keys claimed by a loader that has not yet put, failed or released them."""
+        with self._lock:
+            return list(self._inflight)
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickles as an empty cache with the same budget (e.g. for a worker process)."""
@@ -468,7 +507,12 @@ def _gather_groups(
     for j, group in enumerate(sorted(groups, key=lambda g: -g.rows.size)):
         shares[j % len(shares)].append(group)
     tasks = [worker_pool("gather").submit(run, share) for share in shares[1:]]
-    run(shares[0])
+    try:
+        run(shares[0])
+    except BaseException:
+        for task in tasks:  # interrupted: the helpers' output is thrown away
+            task.cancel()
+        raise
     for task in tasks:
         task.result()
 
@@ -559,48 +603,98 @@ def _fetch_chunks(
     chunks it needs. With ``wait=False`` (prefetching) the reads are only started, and
     the result holds the chunks that were already cached.
     """
-    found: dict[tuple[int, ...], NDArray[Any]] = {}
     if cache is None:
         ids = list(chunk_ids)
         return dict(zip(ids, source.read_chunks(ids), strict=True))
-    mine: list[tuple[int, ...]] = []
-    waiting: list[tuple[tuple[int, ...], Future[NDArray[Any]]]] = []
-    for cid in chunk_ids:
-        hit, future = cache.claim((source.key, cid))
-        if hit is not None:
-            found[cid] = hit
-        elif future is None:
-            mine.append(cid)
-        else:
-            waiting.append((cid, future))
-    if mine and source.submits_chunks and (len(mine) > 1 or not wait):
-        for cid in mine:
-            task = source.submit_chunk(cid)
-            task.add_done_callback(functools.partial(_settle, cache, (source.key, cid)))
-            waiting.append((cid, task))
-    elif mine:
-        try:
-            blocks = source.read_chunks(mine)
-        except BaseException as err:
-            for cid in mine:
-                cache.fail((source.key, cid), err)
-            raise
-        for cid, block in zip(mine, blocks, strict=True):
-            found[cid] = block
-            cache.put((source.key, cid), block)
-    if wait:
-        for cid, future in waiting:
-            found[cid] = future.result()
+    found: dict[tuple[int, ...], NDArray[Any]] = {}
+    todo = list(chunk_ids)
+    while todo:  # again for chunks whose loader was interrupted (claim released)
+        todo = _fetch_claimed(source, todo, cache, wait, found)
     return found
 
 
+def _fetch_claimed(
+    source: Source,
+    chunk_ids: list[tuple[int, ...]],
+    cache: BlockCache,
+    wait: bool,
+    found: dict[tuple[int, ...], NDArray[Any]],
+) -> list[tuple[int, ...]]:
+    """One pass of :func:`_fetch_chunks`: claim, load or wait, fill ``found``; returns
+    the chunks whose claim another loader released (to be fetched again).
+
+    Every claim this pass takes ends settled (put, failed or handed to a task whose
+    callback settles it) or released, whatever is raised, ``KeyboardInterrupt``
+    included: a claim left behind would make every later read of its chunk wait
+    forever.
+    """
+    mine: list[tuple[int, ...]] = []
+    handed = 0  # mine[:handed] are settled or owned by a task's callback
+    waiting: list[tuple[tuple[int, ...], Future[NDArray[Any]]]] = []
+    # the chunk being claimed: an interruption just as claim() returns would lose
+    # the claim. Releasing it even when another thread holds it only makes its
+    # waiters load the chunk themselves: an extra read, never a wrong value.
+    claiming: tuple[int, ...] | None = None
+    try:
+        for cid in chunk_ids:
+            claiming = cid
+            hit, future = cache.claim((source.key, cid))
+            claiming = None
+            if hit is not None:
+                found[cid] = hit
+            elif future is None:
+                mine.append(cid)
+            else:
+                waiting.append((cid, future))
+        if mine and source.submits_chunks and (len(mine) > 1 or not wait):
+            for cid in mine:
+                task = source.submit_chunk(cid)
+                task.add_done_callback(
+                    functools.partial(_settle, cache, (source.key, cid))
+                )
+                handed += 1
+                waiting.append((cid, task))
+        elif mine:
+            try:
+                blocks = source.read_chunks(mine)
+            except Exception as err:
+                for cid in mine:
+                    cache.fail((source.key, cid), err)
+                handed = len(mine)
+                raise
+            for cid, block in zip(mine, blocks, strict=True):
+                found[cid] = block
+                cache.put((source.key, cid), block)
+                handed += 1
+    except BaseException:
+        for cid in [*mine[handed:], *([] if claiming is None else [claiming])]:
+            cache.release((source.key, cid))
+        raise
+    retry: list[tuple[int, ...]] = []
+    if wait:
+        for cid, future in waiting:
+            try:
+                found[cid] = future.result()
+            except ReleasedClaim:
+                retry.append(cid)
+    return retry
+
+
 def _settle(cache: BlockCache, key: Hashable, task: Future[NDArray[Any]]) -> None:
-    """Hand a finished chunk read to the cache (and to the threads waiting on it)."""
-    err = task.exception()
-    if err is not None:
-        cache.fail(key, err)
-    else:
-        cache.put(key, task.result())
+    """Hand a finished chunk read to the cache (and to the threads waiting on it);
+    a cancelled or interrupted read releases its claim."""
+    try:
+        if task.cancelled():
+            cache.release(key)
+            return
+        err = task.exception()
+        if err is not None:
+            cache.fail(key, err)
+        else:
+            cache.put(key, task.result())
+    except BaseException:  # a callback's error is only logged: never keep the claim
+        cache.release(key)
+        raise
 
 
 def read_region(

@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Literal, TypeGuard
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from xbatcher._validation import check_bool, check_int, check_seed, is_int
 from xbatcher.errors import InputTypeError, SchemaError
 
 __all__ = [
@@ -99,28 +100,13 @@ def _step(key: NDArray[np.uint64], stream: NDArray[np.uint64]) -> NDArray[np.uin
 
 
 def _is_int(value: object) -> TypeGuard[int | np.integer[Any]]:
-    return isinstance(value, int | np.integer) and not isinstance(
-        value, bool | np.bool_
-    )
+    return is_int(value)
 
 
 def _check_int(
     name: str, value: object, minimum: int, fix: str, maximum: int | None = None
 ) -> int:
-    if not _is_int(value):
-        raise SchemaError(
-            f"{name} must be an int >= {minimum}; got {value!r} "
-            f"({type(value).__name__}). {fix}"
-        )
-    ivalue = int(value)
-    if ivalue < minimum or (maximum is not None and ivalue > maximum):
-        allowed = (
-            f"an int >= {minimum}"
-            if maximum is None
-            else f"an int in [{minimum}, {maximum}]"
-        )
-        raise SchemaError(f"{name} must be {allowed}; got {ivalue}. {fix}")
-    return ivalue
+    return check_int(value, name, minimum=minimum, maximum=maximum, fix=fix)
 
 
 def _as_positions(positions: ArrayLike, name: str = "positions") -> NDArray[np.int64]:
@@ -187,13 +173,7 @@ def resolve_seed(seed: int | np.integer[Any] | None) -> int:
         entropy = np.random.SeedSequence().entropy
         assert isinstance(entropy, int)
         return entropy & _MAX_INT64
-    return _check_int(
-        "seed",
-        seed,
-        0,
-        "Pass a non-negative int below 2**64, or None for a fresh random seed.",
-        maximum=_MASK64,
-    )
+    return check_seed(seed)
 
 
 def derive_key(seed: int, *streams: int) -> int:
@@ -715,12 +695,9 @@ class RandomSampler(Sampler):
                     "Pass the number of draws per epoch, or None for n_units.",
                 ),
             )
-        if not isinstance(self.replacement, bool | np.bool_):
-            raise SchemaError(
-                f"replacement must be True or False; got {self.replacement!r}. "
-                "Pass a bool."
-            )
-        object.__setattr__(self, "replacement", bool(self.replacement))
+        object.__setattr__(
+            self, "replacement", check_bool(self.replacement, "replacement")
+        )
         if self.weights is None:
             return
         if not self.replacement:
@@ -1022,9 +999,11 @@ class Shard:
             "Pass the number of ranks (e.g. torch.distributed.get_world_size()).",
         )
         if not _is_int(self.rank) or not 0 <= int(self.rank) < world:
-            raise SchemaError(
+            raise (SchemaError if _is_int(self.rank) else InputTypeError)(
                 f"rank must be an int in [0, {world}) (world_size={world}); got "
-                f"{self.rank!r}. Pass this process's rank, "
+                f"{self.rank!r}"
+                + ("" if _is_int(self.rank) else f" of type {type(self.rank).__name__}")
+                + ". Pass this process's rank, "
                 "e.g. torch.distributed.get_rank()."
             )
         if self.even not in ("pad", "drop"):

@@ -21,6 +21,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from ._validation import check_bool, check_int
 from .errors import DimensionError, InputTypeError, SchemaError, XbatcherWarning
 
 __all__ = ["BatchSchema", "DimWindows", "Windows", "canonical_dims"]
@@ -31,14 +32,7 @@ _FORMAT_VERSION = 2  # 2: dims as JSON objects (0.4's form); 1: [dim, n] pairs
 
 def _check_int(value: object, what: str, *, minimum: int, fix: str) -> int:
     """Return ``value`` as an int if it is an integer >= minimum, else raise."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise InputTypeError(
-            f"{what} must be an integer >= {minimum}; got {value!r} of type "
-            f"{type(value).__name__}. {fix}"
-        )
-    if int(value) < minimum:
-        raise SchemaError(f"{what} must be an integer >= {minimum}; got {value}. {fix}")
-    return int(value)
+    return check_int(value, what, minimum=minimum, fix=fix)
 
 
 def _name_key(name: Hashable) -> tuple[str, str]:
@@ -256,8 +250,12 @@ class BatchSchema:
         setattr_(self, "input_dims", _normalise(input_dims, "input_dims"))
         setattr_(self, "input_overlap", _normalise(input_overlap, "input_overlap"))
         setattr_(self, "batch_dims", _normalise(batch_dims, "batch_dims"))
-        setattr_(self, "concat_input_dims", bool(concat_input_dims))
-        setattr_(self, "keep_remainder", bool(keep_remainder))
+        setattr_(
+            self,
+            "concat_input_dims",
+            check_bool(concat_input_dims, "concat_input_dims"),
+        )
+        setattr_(self, "keep_remainder", check_bool(keep_remainder, "keep_remainder"))
         setattr_(
             self,
             "batch_size",
@@ -267,7 +265,7 @@ class BatchSchema:
                 batch_size, "batch_size", minimum=1, fix="Use e.g. batch_size=32."
             ),
         )
-        setattr_(self, "drop_last", bool(drop_last))
+        setattr_(self, "drop_last", check_bool(drop_last, "drop_last"))
         self._validate_and_derive()
 
     # ------------------------------------------------------------------ validation
