@@ -213,6 +213,11 @@ def test_index_not_an_int(bad: Any) -> None:
     with pytest.raises(TypeError, match=re.escape(repr(bad))) as exc:
         bgen[bad]
     check_message(exc, type(bad).__name__)
+    # 0.4 raised NotImplementedError for a list of indices; code catching it still works
+    assert isinstance(exc.value, NotImplementedError | XbatcherError)
+    assert isinstance(exc.value, NotImplementedError)
+    with pytest.raises(NotImplementedError):
+        bgen.arrays[bad]
     with pytest.raises(TypeError):
         bgen.arrays[bad]
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __all__ = [
     "BatchIndexError",
+    "BatchIndexTypeError",
     "ChunkDecodeError",
     "DimensionError",
     "InputTypeError",
@@ -50,6 +51,11 @@ class StateTypeError(StateError, InputTypeError):
 class BatchIndexError(XbatcherError, IndexError):
     """A batch index is out of range; the message keeps Python's ``list index out of
     range`` so code written for xbatcher 0.4 that matches on it keeps working."""
+
+
+class BatchIndexTypeError(XbatcherError, TypeError, NotImplementedError):
+    """A batch index is not an integer (a list, slice or array): one batch at a time.
+    Also a ``NotImplementedError``, as xbatcher 0.4 raised for a list of indices."""
 
 
 class ChunkDecodeError(XbatcherError, ValueError):

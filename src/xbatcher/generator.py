@@ -26,7 +26,13 @@ from numpy.typing import NDArray
 
 from ._state import STATE_VERSION, Cursor, checked_state
 from ._validation import check_bool, check_int
-from .errors import BatchIndexError, InputTypeError, SchemaError, XbatcherWarning
+from .errors import (
+    BatchIndexError,
+    BatchIndexTypeError,
+    InputTypeError,
+    SchemaError,
+    XbatcherWarning,
+)
 from .fingerprint import source_fingerprint
 from .layout import VarLayout, XarrayBuilder, layout_array, plan_layout
 from .reader import (
@@ -411,9 +417,10 @@ class BatchGenerator:
         try:
             i = operator.index(idx)
         except TypeError:
-            raise InputTypeError(
+            raise BatchIndexTypeError(
                 f"batch index must be an integer; got {idx!r} of type "
-                f"{type(idx).__name__}. Use bgen[i] with an int (or numpy integer)."
+                f"{type(idx).__name__}. Use bgen[i] with an int (or numpy integer), "
+                "one batch at a time."
             ) from None
         n = len(self)
         if not -n <= i < n:
