@@ -15,7 +15,7 @@ DOCS = Path(__file__).parents[1] / "docs"
 EXAMPLE = DOCS / "examples" / "training_loop.py"
 # pages whose every ```python block runs; a ```text block right after one is the
 # output it must print
-RUNNABLE_PAGES = ["reading.md", "training.md"]
+RUNNABLE_PAGES = ["README.md", "reading.md", "sampling.md", "training.md"]
 
 
 def load_example():
@@ -58,7 +58,8 @@ def test_crash_and_resume_equals_uninterrupted(
 
 def snippets(page: str) -> list[tuple[str, str | None]]:
     """The page's python blocks, each with the text block that follows it (if any)."""
-    text = (DOCS / page).read_text()
+    path = DOCS.parent / page if page == "README.md" else DOCS / page
+    text = path.read_text()
     blocks = re.findall(r"```(\w+)\n(.*?)```", text, flags=re.S)
     out: list[tuple[str, str | None]] = []
     for k, (lang, body) in enumerate(blocks):
@@ -84,3 +85,10 @@ def test_doc_snippets_run_and_print_what_the_page_shows(page, monkeypatch):
             exec(compile(body, f"docs/{page}", "exec"), namespace)
         if printed is not None:
             assert out.getvalue() == printed, body
+
+
+def test_every_page_with_python_runs() -> None:
+    """A new page with a python snippet must join RUNNABLE_PAGES (docs are tested)."""
+    pages = ["README.md", *(p.name for p in sorted(DOCS.glob("*.md")))]
+    with_python = [p for p in pages if snippets(p)]
+    assert sorted(with_python) == sorted(RUNNABLE_PAGES)
