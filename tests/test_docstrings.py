@@ -12,6 +12,7 @@ MODULES = [
     "xbatcher.generator",
     "xbatcher.layout",
     "xbatcher.loaders.torch",
+    "xbatcher.lru",
     "xbatcher.reader",
     "xbatcher.sampling",
     "xbatcher.schema",
@@ -31,6 +32,7 @@ def test_docstring_examples(name: str) -> None:
     assert result.failed == 0, f"{result.failed} doctest(s) failed in {name}"
     if name in {
         "xbatcher.generator",
+        "xbatcher.lru",
         "xbatcher.schema",
         "xbatcher.sampling",
         "xbatcher.reader",
