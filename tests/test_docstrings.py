@@ -8,6 +8,8 @@ import importlib
 import pytest
 
 MODULES = [
+    "xbatcher._blocks",
+    "xbatcher._permutation",
     "xbatcher.accessors",
     "xbatcher.generator",
     "xbatcher.layout",
@@ -18,6 +20,7 @@ MODULES = [
     "xbatcher.schema",
     "xbatcher.sources._base",
     "xbatcher.sources._registry",
+    "xbatcher.splits",
     "xbatcher.testing",
     "xbatcher.validity",
 ]
@@ -37,5 +40,8 @@ def test_docstring_examples(name: str) -> None:
         "xbatcher.sampling",
         "xbatcher.reader",
         "xbatcher.sources._registry",
+        "xbatcher._permutation",
+        "xbatcher._blocks",
+        "xbatcher.splits",
     }:
         assert result.attempted > 0, f"{name} should have runnable Examples"

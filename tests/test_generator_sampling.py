@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 import xbatcher as xb
 from xbatcher.errors import SchemaError, StateError
+from xbatcher.splits import split_ranges
 
 
 def make_da(nt: int = 6, ny: int = 9, nx: int = 11) -> xr.DataArray:
@@ -490,7 +491,7 @@ def test_splits_shards_and_filters_compose_in_any_order(p):
     parts = dict(train=p["frac"], val=1 - p["frac"])
     try:
         bgen = xb.BatchGenerator(ds, **kw, **filt)
-        ranges = xb.sampling.split_ranges(p["nt"], parts, p["gap"])
+        ranges = split_ranges(p["nt"], parts, p["gap"])
     except SchemaError:
         return  # a part too small for the fractions
     split = bgen.split("time", gap=p["gap"], **parts)
