@@ -8,15 +8,19 @@ import importlib
 import pytest
 
 MODULES = [
+    "xbatcher._blocks",
+    "xbatcher._permutation",
     "xbatcher.accessors",
     "xbatcher.generator",
     "xbatcher.layout",
     "xbatcher.loaders.torch",
+    "xbatcher.lru",
     "xbatcher.reader",
     "xbatcher.sampling",
     "xbatcher.schema",
     "xbatcher.sources._base",
     "xbatcher.sources._registry",
+    "xbatcher.splits",
     "xbatcher.testing",
     "xbatcher.validity",
 ]
@@ -31,9 +35,13 @@ def test_docstring_examples(name: str) -> None:
     assert result.failed == 0, f"{result.failed} doctest(s) failed in {name}"
     if name in {
         "xbatcher.generator",
+        "xbatcher.lru",
         "xbatcher.schema",
         "xbatcher.sampling",
         "xbatcher.reader",
         "xbatcher.sources._registry",
+        "xbatcher._permutation",
+        "xbatcher._blocks",
+        "xbatcher.splits",
     }:
         assert result.attempted > 0, f"{name} should have runnable Examples"

@@ -41,6 +41,30 @@ def test_parse_bytes():
         parse_bytes("12 parsecs")
     with pytest.raises(SchemaError, match=">= 0"):
         parse_bytes(-1)
+    assert (
+        parse_bytes("2 kib") == 2048 and parse_bytes(np.int64(7)) == 7
+    )  # dask's units
+
+
+@pytest.mark.parametrize("bad", ["", "MiB", "1e999GB", "nan", "12 parsecs", "1.2.3 MB"])
+def test_parse_bytes_refuses_strings_without_a_byte_count(bad):
+    with pytest.raises(
+        SchemaError, match=r"block_cache_bytes must be a byte count.*Known units"
+    ):
+        parse_bytes(bad)
+    with pytest.raises(SchemaError, match="must be an int or a string"):
+        parse_bytes(1.5)  # type: ignore[arg-type]
+    with pytest.raises(SchemaError, match="got True"):
+        parse_bytes(True)
+
+
+def test_format_bytes_is_dask_format():
+    from dask.utils import format_bytes as dask_format
+
+    from xbatcher.reader import format_bytes
+
+    for n in (0, 512, 1000, 81920, 3 * 2**30, 5 * 2**40):
+        assert format_bytes(n) == dask_format(n)
 
 
 def test_block_cache_is_byte_bounded_lru():

@@ -28,8 +28,8 @@ from xbatcher.sampling import (
     group_diversity,
     permute,
     resolve_seed,
-    split_ranges,
 )
+from xbatcher.splits import split_ranges
 
 FAST = settings(max_examples=60, deadline=None)
 

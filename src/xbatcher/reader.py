@@ -16,15 +16,12 @@ import bisect
 import functools
 import itertools
 import math
-import os
-import threading
-import weakref
-from collections import OrderedDict
 from collections.abc import Hashable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
+import dask.utils
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from numpy.typing import NDArray
@@ -35,6 +32,8 @@ from ._chunkgather import WindowGroup, plan_windows, put_windows, take_windows
 from ._threads import usable_cores as usable_cores
 from ._threads import worker_pool as worker_pool
 from .errors import SchemaError
+from .lru import BlockCache as BlockCache
+from .lru import ReleasedClaim as ReleasedClaim
 from .sources import DaskSource as DaskSource
 from .sources import InMemorySource as InMemorySource
 from .sources import LazySource as LazySource
@@ -52,43 +51,26 @@ __all__ = [
 
 # gathers of at least this many output bytes are shared among the cores
 _PARALLEL_GATHER_BYTES = 2**20
-_live_caches: weakref.WeakSet[BlockCache] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    """A forked child (a DataLoader worker) inherits this module's state but none of
-    its threads: caches that wait on no parent thread (:mod:`xbatcher._threads`
-    renews the pools)."""
-    for cache in list(_live_caches):
-        cache._after_fork()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
-_UNITS.update({"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40})
+# units parse_bytes names in its error message (dask also takes "k", "Mi"...)
+_UNITS = ("B", "kB", "MB", "GB", "TB", "KiB", "MiB", "GiB", "TiB")
 
 
 def format_bytes(n: int) -> str:
-    """A byte count for messages, in binary units.
+    """A byte count for messages, as :func:`dask.utils.format_bytes` writes it.
 
     Examples
     --------
     >>> format_bytes(512), format_bytes(81920), format_bytes(3 * 2**30)
-    ('512 B', '80.0 KiB', '3.0 GiB')
+    ('512 B', '80.00 kiB', '3.00 GiB')
     """
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
+    return str(dask.utils.format_bytes(int(n)))
 
 
 def parse_bytes(value: int | str, what: str = "block_cache_bytes") -> int:
     """Parse a byte count such as ``2**28``, ``"256MiB"`` or ``"1GB"``.
+
+    Strings are read by :func:`dask.utils.parse_bytes` but must hold a number
+    (``"MB"`` alone is refused); bad values raise :class:`~xbatcher.errors.SchemaError`.
 
     Examples
     --------
@@ -102,15 +84,15 @@ def parse_bytes(value: int | str, what: str = "block_cache_bytes") -> int:
     if isinstance(value, int | np.integer):
         n = int(value)
     elif isinstance(value, str):
-        text = value.strip().lower().replace(" ", "")
-        num = text.rstrip("abcdefghijklmnopqrstuvwxyz")
-        unit = text[len(num) :]
-        if unit not in _UNITS or not num:
+        try:
+            if not any(c.isdigit() for c in value):
+                raise ValueError(value)
+            n = int(dask.utils.parse_bytes(value))
+        except (ValueError, OverflowError):
             raise SchemaError(
                 f"{what} must be a byte count like 2**28, '256MiB' or '1GB'; got "
-                f"{value!r}. Known units: {sorted(k for k in _UNITS if k)}."
-            )
-        n = int(float(num) * _UNITS[unit])
+                f"{value!r}. Known units: {list(_UNITS)}."
+            ) from None
     else:
         raise SchemaError(
             f"{what} must be an int or a string like '256MiB'; got {value!r}."
@@ -118,163 +100,6 @@ def parse_bytes(value: int | str, what: str = "block_cache_bytes") -> int:
     if n < 0:
         raise SchemaError(f"{what} must be >= 0; got {value!r}.")
     return n
-
-
-class ReleasedClaim(Exception):
-    """Raised to threads waiting on a chunk whose loader gave up its claim (it was
-    interrupted); they load the chunk themselves. Never reaches users."""
-
-
-class BlockCache:
-    """A thread-safe, byte-bounded LRU cache of decoded source chunks.
-
-    Parameters
-    ----------
-    max_bytes : int
-        Budget; the least recently used chunks are evicted beyond it. A single chunk
-        larger than the budget is used for the request that needed it and not kept.
-
-    Examples
-    --------
-    >>> c = BlockCache(100)
-    >>> c.put(("v", (0,)), np.zeros(10))  # 80 bytes
-    >>> c.get(("v", (0,))) is not None, c.stats()["hits"]
-    (True, 1)
-    """
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self._data: OrderedDict[Hashable, NDArray[Any]] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
-        self._inflight: dict[Hashable, Future[NDArray[Any]]] = {}
-        self.hits = 0
-        self.misses = 0
-        self.evictions = 0
-        self.loaded_bytes = 0
-        _live_caches.add(self)
-
-    def _after_fork(self) -> None:
-        """In a forked child the threads that were loading chunks are gone: forget
-        their claims (waiting on them would hang) and take a fresh lock. Decoded
-        chunks stay: they are the parent's memory, copied on write."""
-        self._lock = threading.Lock()
-        self._inflight = {}
-
-    def get(self, key: Hashable) -> NDArray[Any] | None:
-        with self._lock:
-            value = self._data.get(key)
-            if value is None:
-                self.misses += 1
-                return None
-            self._data.move_to_end(key)
-            self.hits += 1
-            return value
-
-    def claim(
-        self, key: Hashable
-    ) -> tuple[NDArray[Any] | None, Future[NDArray[Any]] | None]:
-        """Look ``key`` up for a reader that will load it on a miss.
-
-        Returns ``(value, None)`` on a hit, ``(None, None)`` when the caller must load
-        the value and :meth:`put` it (or :meth:`fail`), and ``(None, future)`` when
-        another thread is already loading it.
-        """
-        with self._lock:
-            value = self._data.get(key)
-            if value is not None:
-                self._data.move_to_end(key)
-                self.hits += 1
-                return value, None
-            pending = self._inflight.get(key)
-            if pending is not None:
-                self.hits += 1
-                return None, pending
-            self.misses += 1
-            self._inflight[key] = Future()
-            return None, None
-
-    def fail(self, key: Hashable, error: BaseException) -> None:
-        """Report that loading ``key`` failed; threads waiting on it get the error.
-
-        An interruption that is not an ``Exception`` (``KeyboardInterrupt``,
-        ``GeneratorExit``, ``SystemExit``) belongs to the interrupted thread, not to
-        the waiters: the claim is released instead (:meth:`release`) and they load
-        the value themselves.
-        """
-        if not isinstance(error, Exception):
-            self.release(key)
-            return
-        with self._lock:
-            pending = self._inflight.get(key)
-            if pending is not None:
-                # set before removing: an interruption between the two leaves a
-                # finished future behind (harmless), never an unfinished orphan
-                if not pending.done():
-                    pending.set_exception(error)
-                del self._inflight[key]
-
-    def release(self, key: Hashable) -> None:
-        """Give up a claim without a value (its loader was interrupted).
-
-        Threads waiting on the claim are woken and load ``key`` themselves; the next
-        :meth:`claim` of ``key`` is a plain miss. Releasing a key that is not claimed
-        does nothing.
-        """
-        with self._lock:
-            pending = self._inflight.get(key)
-            if pending is not None:
-                if not pending.done():
-                    pending.set_exception(ReleasedClaim(key))
-                del self._inflight[key]
-
-    def put(self, key: Hashable, value: NDArray[Any]) -> None:
-        with self._lock:
-            pending = self._inflight.get(key)
-            self.loaded_bytes += value.nbytes
-            if pending is not None:
-                if not pending.done():
-                    pending.set_result(value)
-                del self._inflight[key]
-            if key in self._data or value.nbytes > self.max_bytes:
-                return
-            self._data[key] = value
-            self._bytes += value.nbytes
-            while self._bytes > self.max_bytes:
-                _, old = self._data.popitem(last=False)
-                self._bytes -= old.nbytes
-                self.evictions += 1
-
-    def claimed(self) -> list[Hashable]:
-        """Keys claimed by a loader that has not yet put, failed or released them."""
-        with self._lock:
-            return list(self._inflight)
-
-    def __getstate__(self) -> dict[str, Any]:
-        """Pickles as an empty cache with the same budget (e.g. for a worker process)."""
-        return {"max_bytes": self.max_bytes}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["max_bytes"])  # type: ignore[misc]
-
-    def clear(self) -> None:
-        with self._lock:
-            self._data.clear()
-            self._bytes = 0
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def stats(self) -> dict[str, int]:
-        """Counters: hits, misses, evictions, resident bytes, bytes decoded."""
-        return {
-            "hits": self.hits,
-            "misses": self.misses,
-            "evictions": self.evictions,
-            "resident_bytes": self._bytes,
-            "resident_chunks": len(self._data),
-            "decoded_bytes": self.loaded_bytes,
-        }
 
 
 @dataclass(frozen=True, slots=True)

@@ -511,61 +511,12 @@ class BatchSchema:
     # ------------------------------------------------------------------ identity
     def to_dict(self) -> dict[str, Any]:
         """JSON-able description; :meth:`from_dict` rebuilds an equal schema."""
-
-        # 0.4 wrote input_dims etc. as JSON objects ({"x": 20}); so do we when every
-        # dim name is a str (object keys are strings), keeping the dims' order;
-        # otherwise as [[dim, n], ...] pairs, which keep int and tuple names exact
-        as_object = all(isinstance(d, str) for d, _ in self.sizes)
-
-        def pairs(p: tuple[tuple[Hashable, int], ...]) -> Any:
-            if as_object:
-                return {str(d): n for d, n in p}
-            return [[_dim_to_json(d), n] for d, n in p]
-
-        return {
-            "format": "xbatcher.BatchSchema",
-            "version": _FORMAT_VERSION,
-            "sizes": pairs(self.sizes),
-            "input_dims": pairs(self.input_dims),
-            "input_overlap": pairs(self.input_overlap),
-            "batch_dims": pairs(self.batch_dims),
-            "concat_input_dims": self.concat_input_dims,
-            "keep_remainder": self.keep_remainder,
-            "batch_size": self.batch_size,
-            "drop_last": self.drop_last,
-        }
+        return _schema_to_dict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> BatchSchema:
         """Rebuild a schema from :meth:`to_dict` output."""
-        if data.get("format") != "xbatcher.BatchSchema":
-            raise SchemaError(
-                f"not an xbatcher BatchSchema description (format={data.get('format')!r}); "
-                "pass the output of BatchSchema.to_json()."
-            )
-        if data.get("version") not in (1, _FORMAT_VERSION):
-            raise SchemaError(
-                f"BatchSchema format version {data.get('version')!r} is not supported; "
-                f"this xbatcher reads versions 1 and {_FORMAT_VERSION}."
-            )
-
-        def pairs(key: str) -> tuple[tuple[Hashable, int], ...]:
-            value = data[key]
-            items = value.items() if isinstance(value, Mapping) else value
-            return tuple((_dim_from_json(d), int(n)) for d, n in items)
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", XbatcherWarning)
-            return cls(
-                dict(pairs("sizes")),
-                pairs("input_dims"),
-                pairs("input_overlap"),
-                pairs("batch_dims"),
-                concat_input_dims=bool(data["concat_input_dims"]),
-                keep_remainder=bool(data["keep_remainder"]),
-                batch_size=data["batch_size"],
-                drop_last=bool(data["drop_last"]),
-            )
+        return _schema_from_dict(cls, data)
 
     def to_json(self) -> str:
         """Serialise the schema to JSON (lossless, unlike 0.4's ``to_json``).
@@ -604,6 +555,67 @@ class BatchSchema:
         return hashlib.sha256(
             json.dumps(canonical, sort_keys=True).encode()
         ).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------- JSON form
+
+
+def _schema_to_dict(schema: BatchSchema) -> dict[str, Any]:
+    """:meth:`BatchSchema.to_dict`."""
+    # 0.4 wrote input_dims etc. as JSON objects ({"x": 20}); so do we when every
+    # dim name is a str (object keys are strings), keeping the dims' order;
+    # otherwise as [[dim, n], ...] pairs, which keep int and tuple names exact
+    as_object = all(isinstance(d, str) for d, _ in schema.sizes)
+
+    def pairs(p: tuple[tuple[Hashable, int], ...]) -> Any:
+        if as_object:
+            return {str(d): n for d, n in p}
+        return [[_dim_to_json(d), n] for d, n in p]
+
+    return {
+        "format": "xbatcher.BatchSchema",
+        "version": _FORMAT_VERSION,
+        "sizes": pairs(schema.sizes),
+        "input_dims": pairs(schema.input_dims),
+        "input_overlap": pairs(schema.input_overlap),
+        "batch_dims": pairs(schema.batch_dims),
+        "concat_input_dims": schema.concat_input_dims,
+        "keep_remainder": schema.keep_remainder,
+        "batch_size": schema.batch_size,
+        "drop_last": schema.drop_last,
+    }
+
+
+def _schema_from_dict(cls: type[BatchSchema], data: Mapping[str, Any]) -> BatchSchema:
+    """:meth:`BatchSchema.from_dict`."""
+    if data.get("format") != "xbatcher.BatchSchema":
+        raise SchemaError(
+            f"not an xbatcher BatchSchema description (format={data.get('format')!r}); "
+            "pass the output of BatchSchema.to_json()."
+        )
+    if data.get("version") not in (1, _FORMAT_VERSION):
+        raise SchemaError(
+            f"BatchSchema format version {data.get('version')!r} is not supported; "
+            f"this xbatcher reads versions 1 and {_FORMAT_VERSION}."
+        )
+
+    def pairs(key: str) -> tuple[tuple[Hashable, int], ...]:
+        value = data[key]
+        items = value.items() if isinstance(value, Mapping) else value
+        return tuple((_dim_from_json(d), int(n)) for d, n in items)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", XbatcherWarning)
+        return cls(
+            dict(pairs("sizes")),
+            pairs("input_dims"),
+            pairs("input_overlap"),
+            pairs("batch_dims"),
+            concat_input_dims=bool(data["concat_input_dims"]),
+            keep_remainder=bool(data["keep_remainder"]),
+            batch_size=data["batch_size"],
+            drop_last=bool(data["drop_last"]),
+        )
 
 
 def _dim_to_json(dim: Hashable) -> Any:

@@ -11,6 +11,7 @@ sampler that cannot order a generator's units (weights of another length).
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Hashable, Mapping
 from typing import Any
 
@@ -18,11 +19,133 @@ import numpy as np
 import xarray as xr
 from numpy.typing import NDArray
 
+from ._validation import check_int, is_int
 from .errors import DimensionError, SchemaError
-from .sampling import Sampler, split_ranges
+from .sampling import Sampler
 from .schema import BatchSchema
 
-__all__ = ["check_sampler_fits", "parent_units", "split_bounds"]
+__all__ = ["check_sampler_fits", "parent_units", "split_bounds", "split_ranges"]
+
+
+def split_ranges(
+    size: int, parts: Mapping[str, float | int], gap: int = 0
+) -> dict[str, tuple[int, int]]:
+    """Cut ``[0, size)`` into contiguous, disjoint, ordered ranges.
+
+    Parameters
+    ----------
+    size : int
+        Number of points along the dimension.
+    parts : mapping of str to float or int
+        Part name to fraction (floats in ``(0, 1]`` summing to at most 1) or to a
+        count of points (ints, summing with the gaps to at most ``size``); all values
+        of one kind. Ranges follow the mapping's order.
+    gap : int, default 0
+        Points left out between consecutive parts, so that windows (even padded
+        ones) never straddle two parts.
+
+    Returns
+    -------
+    dict of str to (int, int)
+        ``{name: (start, stop)}``, half-open.
+
+    Notes
+    -----
+    Fractions apply to the points left once the gaps are taken out,
+    ``size - gap * (len(parts) - 1)``. Boundaries are the cumulative fractions times
+    that number, rounded half to even, so the parts tile it exactly when the
+    fractions sum to 1.
+
+    Raises
+    ------
+    SchemaError
+        For mixed or invalid values, fractions summing above 1, counts above
+        ``size``, a negative gap, or a part that would be empty.
+
+    Examples
+    --------
+    >>> split_ranges(100, {"train": 0.8, "val": 0.2})
+    {'train': (0, 80), 'val': (80, 100)}
+    >>> split_ranges(100, {"train": 0.8, "val": 0.2}, gap=10)
+    {'train': (0, 72), 'val': (82, 100)}
+    >>> split_ranges(100, {"train": 60, "test": 20}, gap=5)
+    {'train': (0, 60), 'test': (65, 85)}
+    """
+    size = check_int(
+        size, "size", minimum=0, fix="Pass the length of the dimension to split."
+    )
+    gap = check_int(
+        gap, "gap", minimum=0, fix="Pass the number of points to leave out, >= 0."
+    )
+    if not isinstance(parts, Mapping) or len(parts) == 0:
+        raise SchemaError(
+            f"parts must be a non-empty mapping of name to fraction or count; got "
+            f"{parts!r}. Pass e.g. {{'train': 0.8, 'val': 0.2}}."
+        )
+    names = list(parts)
+    for name in names:
+        if not isinstance(name, str):
+            raise SchemaError(
+                f"parts keys must be str; got {name!r}. Name each part, e.g. 'train'."
+            )
+    values = list(parts.values())
+    all_ints = all(is_int(v) for v in values)
+    all_floats = all(isinstance(v, float | np.floating) for v in values)
+    if not (all_ints or all_floats):
+        raise SchemaError(
+            "parts values must be all fractions (floats) or all counts (ints); got "
+            f"{dict(parts)!r}. Use one kind, e.g. {{'train': 0.8, 'val': 0.2}}."
+        )
+    usable = size - gap * (len(names) - 1)
+    if usable < 0:
+        raise SchemaError(
+            f"gap must leave points to split; got gap={gap} between {len(names)} parts "
+            f"of a size-{size} dimension. Lower the gap."
+        )
+    bounds: list[int] = [0]
+    if all_floats:
+        fracs = [float(v) for v in values]
+        for name, f in zip(names, fracs, strict=True):
+            if not (0.0 < f <= 1.0) or not math.isfinite(f):
+                raise SchemaError(
+                    f"parts[{name!r}] must be a fraction in (0, 1]; got {f}. "
+                    "Pass a fraction of the dimension, e.g. 0.2."
+                )
+        total = 0.0
+        for f in fracs:
+            total += f
+            bounds.append(round(min(total, 1.0) * usable))
+        if total > 1.0 + 1e-9:
+            raise SchemaError(
+                f"parts fractions must sum to at most 1; got {total:g}. "
+                "Lower some fractions."
+            )
+    else:
+        counts = [int(v) for v in values]
+        for name, c in zip(names, counts, strict=True):
+            if c <= 0:
+                raise SchemaError(
+                    f"parts[{name!r}] must be a count >= 1; got {c}. "
+                    "Pass a positive number of points."
+                )
+        if sum(counts) > usable:
+            raise SchemaError(
+                f"parts counts plus gaps must be at most size ({size}); got "
+                f"{sum(counts)} points + {size - usable} gap points. "
+                "Lower the counts or the gap."
+            )
+        for c in counts:
+            bounds.append(bounds[-1] + c)
+    out: dict[str, tuple[int, int]] = {}
+    for i, name in enumerate(names):
+        start, stop = bounds[i] + i * gap, bounds[i + 1] + i * gap
+        if stop <= start:
+            raise SchemaError(
+                f"parts[{name!r}] must cover at least one point; got an empty range "
+                f"({values[i]!r} of {usable} points). Increase it or lower the gap."
+            )
+        out[name] = (start, stop)
+    return out
 
 
 def split_bounds(
@@ -33,7 +156,7 @@ def split_bounds(
 ) -> dict[str, tuple[int, int]]:
     """Index ranges ``{name: (start, stop)}`` of ``split(dim, gap, **parts)``.
 
-    Parts are all fractions / counts (:func:`~xbatcher.sampling.split_ranges`) or
+    Parts are all fractions / counts (:func:`split_ranges`) or
     all label ranges (``slice(a, b)`` or ``(a, b)``, inclusive as in ``.sel``),
     which must not overlap.
     """
