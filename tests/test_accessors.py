@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-import xbatcher  # noqa: F401  (registers the accessors)
+import xbatcher  # registers the accessors
 from xbatcher.accessors import _as_xarray_dataarray
 from xbatcher.errors import OptionalDependencyError, SchemaError
 

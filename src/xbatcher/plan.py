@@ -137,9 +137,9 @@ class EpochPlan:
     >>> plan.n_units, plan.num_batches()
     (5, 3)
     >>> [u.tolist() for u in plan.batch_units(0, 0, 3)]
-    [[4, 2], [0, 3], [1]]
-    >>> plan.with_shard(1, 2).batch_units(0, 0, 2)[0].tolist()  # positions 1, 3
-    [2, 3]
+    [[3, 2], [4, 0], [1]]
+    >>> plan.with_shard(1, 2).batch_units(0, 0, 1)[0].tolist()  # positions 1 and 3
+    [2, 0]
     """
 
     schema: BatchSchema
