@@ -115,6 +115,14 @@ class BatchGenerator:
         ``mask`` (True): ``min_valid=0.5`` keeps windows at least half valid;
         ``{"mask": 0.5}`` sets it for one filter (the other stays 1.0).
 
+    Attributes
+    ----------
+    plan : xbatcher.plan.EpochPlan
+        Which units make each batch of each epoch (schema, sampler, shard, filter).
+    engine : xbatcher.engine.BatchEngine
+        Sources, chunk cache and layouts: :func:`xbatcher.engine.read_batch` of a
+        batch's units is ``bgen.arrays[i]`` (see ``docs/architecture.md``).
+
     Examples
     --------
     >>> import numpy as np, xarray as xr, xbatcher as xb
