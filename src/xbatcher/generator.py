@@ -173,7 +173,6 @@ class BatchGenerator:
             drop_last=drop_last,
         )
         block_cache = BlockCache(parse_bytes(block_cache_bytes))
-        #: The batch engine: sources, chunk cache and layouts (units -> batches).
         self.engine = BatchEngine(ds, self.schema, block_cache)
         sources = self.engine.sources
         data = ds._to_temp_dataset() if isinstance(ds, xr.DataArray) else ds
@@ -185,7 +184,6 @@ class BatchGenerator:
         chosen = make_sampler(
             shuffle, seed, sampler, resident_bytes, sources, block_cache.max_bytes
         )
-        #: The epoch plan: schema, sampler, shard and filter (which units, when).
         self.plan = EpochPlan(
             self.schema,
             chosen,
