@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-import xbatcher  # noqa: F401  (registers the accessors)
+import xbatcher  # registers the accessors
 from xbatcher.accessors import _as_xarray_dataarray
 from xbatcher.errors import OptionalDependencyError, SchemaError
 
@@ -121,3 +121,35 @@ def test_missing_framework_names_the_extra(
         OptionalDependencyError, match=rf'pip install "xbatcher\[{extra}\]"'
     ):
         getattr(da, accessor).to_tensor()
+
+
+def test_batch_accessor_takes_exactly_the_generator_arguments() -> None:
+    """``obj.batch.generator`` has BatchGenerator's signature (without ``ds``),
+    kept in one place: a new generator argument reaches the accessor by itself."""
+    import inspect
+
+    da = xr.DataArray(np.zeros((4, 10)), dims=("t", "x"))
+    generator_params = list(inspect.signature(xbatcher.BatchGenerator).parameters)
+    assert (
+        list(inspect.signature(da.batch.generator).parameters) == generator_params[1:]
+    )
+    assert inspect.signature(da.batch.generator).parameters == dict(
+        list(inspect.signature(xbatcher.BatchGenerator).parameters.items())[1:]
+    )
+
+
+def test_batch_accessor_passes_every_argument_on() -> None:
+    ds = xr.Dataset({"v": ("x", [1.0, np.nan, 3.0, 4.0, 5.0, 6.0])})
+    via_accessor = ds.batch.generator(
+        {"x": 2}, batch_size=2, skip_nan="v", min_valid=0.5
+    )
+    direct = xbatcher.BatchGenerator(
+        ds, {"x": 2}, batch_size=2, skip_nan="v", min_valid=0.5
+    )
+    assert via_accessor.sample_ids().tolist() == direct.sample_ids().tolist()
+    assert via_accessor.sample_ids().tolist() == [0, 1, 2]  # window 0 half valid
+    assert ds.batch.generator(
+        {"x": 2}, batch_size=2, skip_nan="v"
+    ).sample_ids().tolist() == [1, 2]
+    with pytest.raises(TypeError, match="no_such_argument"):
+        ds.batch.generator({"x": 2}, no_such_argument=1)

@@ -256,7 +256,7 @@ def test_demo_from_a_zarr_store(tmp_path, capsys: pytest.CaptureFixture[str]) ->
     ds = make_era5_like(16, 64, 96)
     xr.testing.assert_identical(lazy.compute(), ds)  # compute: lazy stays lazy
     bgen = BatchGenerator(lazy, input_dims={"lat": 32, "lon": 32}, batch_size=7)
-    assert all(isinstance(s, ZarrSource) for s in bgen._sources.values())
+    assert all(isinstance(s, ZarrSource) for s in bgen.engine.sources.values())
     reports = _reports(out)
     assert int(reports["array fast path (bgen.arrays)"]["n"]) == len(bgen)
 

@@ -324,7 +324,7 @@ def test_batches_equal_isel_whatever_the_dask_chunks(tmp_path, shuffle):
     params = {"input_dims": {"lat": 4, "lon": 3}, "input_overlap": {"lat": 1}}
     seed = 5 if shuffle else None
     bgen = xb.BatchGenerator(opened, **params, batch_size=6, shuffle=shuffle, seed=seed)
-    assert type(bgen._sources["v"]) is DaskZarrSource
+    assert type(bgen.engine.sources["v"]) is DaskZarrSource
     expected = reference_sample_batches(ds, **params, batch_size=1)
     by_number = {int(b["sample"][0]): b.isel(sample=0, drop=True) for b in expected}
     seen, arrays, units = [], [], []
@@ -344,7 +344,7 @@ def test_batches_equal_isel_whatever_the_dask_chunks(tmp_path, shuffle):
             through_dask = xb.BatchGenerator(
                 opened, **params, batch_size=6, shuffle=shuffle, seed=seed
             )
-            assert type(through_dask._sources["v"]) is DaskSource
+            assert type(through_dask.engine.sources["v"]) is DaskSource
             for ours, theirs in zip(arrays, through_dask.arrays, strict=True):
                 np.testing.assert_array_equal(ours["v"], theirs["v"])
 

@@ -15,7 +15,13 @@ DOCS = Path(__file__).parents[1] / "docs"
 EXAMPLE = DOCS / "examples" / "training_loop.py"
 # pages whose every ```python block runs; a ```text block right after one is the
 # output it must print
-RUNNABLE_PAGES = ["README.md", "reading.md", "sampling.md", "training.md"]
+RUNNABLE_PAGES = [
+    "README.md",
+    "architecture.md",
+    "reading.md",
+    "sampling.md",
+    "training.md",
+]
 
 
 def load_example():

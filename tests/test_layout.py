@@ -39,12 +39,12 @@ def test_window_batches_equal_isel_with_and_without_direct_construction(
 
         monkeypatch.setattr(xb.layout.XarrayBuilder, "_dataset_window", changed)
     bgen = xb.BatchGenerator(ds, {"lat": 3, "lon": 4}, input_overlap={"lon": 1})
-    assert bgen._builder.fast_dataset
+    assert bgen.engine.builder.fast_dataset
     for i in range(len(bgen)):
         y, x = divmod(i, 2)
         expected = ds.isel(lat=slice(3 * y, 3 * y + 3), lon=slice(3 * x, 3 * x + 4))
         xr.testing.assert_identical(bgen[i], expected)
-    assert bgen._builder.fast_dataset is direct
+    assert bgen.engine.builder.fast_dataset is direct
 
 
 def test_views_for_in_memory_window_batches_and_copies_for_arrays():
@@ -68,14 +68,14 @@ def test_sample_batches_are_the_same_with_and_without_direct_construction(kind):
     params = {"input_dims": {"lat": 3, "lon": 4}, "batch_size": 5, "shuffle": True}
     fast = xb.BatchGenerator(obj, **params, seed=1)
     slow = xb.BatchGenerator(obj, **params, seed=1)
-    assert fast._builder.fast_sample
-    slow._builder.fast_sample = False
+    assert fast.engine.builder.fast_sample
+    slow.engine.builder.fast_sample = False
     broken = xb.BatchGenerator(obj, **params, seed=1)
 
     def changed(*args, **kwargs):
         raise AttributeError("xarray moved calculate_dimensions")
 
-    broken._builder._sample_direct = changed
+    broken.engine.builder._sample_direct = changed
     for a, b, c in zip(fast, slow, broken, strict=True):
         xr.testing.assert_identical(a, b)
         xr.testing.assert_identical(c, b)
@@ -85,4 +85,4 @@ def test_sample_batches_are_the_same_with_and_without_direct_construction(kind):
         if kind == "Dataset":
             assert list(a.variables) == list(b.variables)
             assert list(a.data_vars) == list(b.data_vars)
-    assert fast._builder.fast_sample and not broken._builder.fast_sample
+    assert fast.engine.builder.fast_sample and not broken.engine.builder.fast_sample

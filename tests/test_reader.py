@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 import xbatcher as xb
 from test_chunkgather import chunked_windows
-from xbatcher import _threads, reader
+from xbatcher import _iteration, _threads, reader
 from xbatcher._chunkgather import plan_windows
 from xbatcher.errors import SchemaError
 from xbatcher.reader import (
@@ -344,7 +344,7 @@ def test_a_failing_prefetcher_is_never_silent(monkeypatch, path, delay):
         time.sleep(delay)
         raise RuntimeError(f"prefetch bug at {first}")
 
-    monkeypatch.setattr(xb.BatchGenerator, "_prefetch", broken)
+    monkeypatch.setattr(_iteration, "_prefetch", broken)
     delivered = 0
     with pytest.raises(RuntimeError, match="prefetch bug at"):
         for _ in bgen.arrays if path == "arrays" else bgen:
@@ -621,7 +621,6 @@ def test_interrupt_never_leaves_a_chunk_claimed(
 ):
     """Ctrl-C (or any BaseException) at any step of a chunk read, then a new
     iteration: every batch still equals ``isel`` and nothing hangs."""
-    from xbatcher import generator
     from xbatcher.sources import _zarr
 
     owner, attr, n, when, _ = INJECTIONS[point]
@@ -629,7 +628,7 @@ def test_interrupt_never_leaves_a_chunk_claimed(
         owner = _zarr.ZarrSource
     da, source = _interrupt_data(backend, tmp_path)
     # one batch per group, so the background prefetcher claims chunks as well
-    monkeypatch.setattr(generator, "_GROUP_BYTES", 1)
+    monkeypatch.setattr(_iteration, "_GROUP_BYTES", 1)
     bgen = xb.BatchGenerator(source, {"time": 6}, input_overlap={"time": 2})
     expected = [da.isel(time=slice(4 * i, 4 * i + 6)) for i in range(len(bgen))]
 
@@ -662,10 +661,9 @@ def _wait_until_settled(cache):
 def test_consumer_abandoning_an_epoch_leaves_no_claim(
     monkeypatch, tmp_path, backend, how
 ):
-    from xbatcher import generator
 
     da, source = _interrupt_data(backend, tmp_path)
-    monkeypatch.setattr(generator, "_GROUP_BYTES", 1)
+    monkeypatch.setattr(_iteration, "_GROUP_BYTES", 1)
     bgen = xb.BatchGenerator(source, {"time": 6}, input_overlap={"time": 2})
 
     def abandon():
@@ -754,21 +752,20 @@ def test_closing_an_iteration_never_waits_for_its_prefetcher(monkeypatch, tmp_pa
     garbage collector, in a thread that may hold a lock the prefetch job waits for
     (dask's tokenize lock did, in a run of the tests above). Closing must not wait
     for the prefetch job, or both threads wait forever."""
-    from xbatcher import generator
 
     da, source = _interrupt_data("dask", tmp_path)
-    monkeypatch.setattr(generator, "_GROUP_BYTES", 1)
+    monkeypatch.setattr(_iteration, "_GROUP_BYTES", 1)
     bgen = xb.BatchGenerator(source, {"time": 6}, input_overlap={"time": 2})
     lock = threading.Lock()
     started = threading.Event()
-    original = xb.BatchGenerator._prefetch
+    original = _iteration._prefetch
 
     def prefetch_needing_the_lock(self, *args):
         started.set()
         with lock:
             return original(self, *args)
 
-    monkeypatch.setattr(xb.BatchGenerator, "_prefetch", prefetch_needing_the_lock)
+    monkeypatch.setattr(_iteration, "_prefetch", prefetch_needing_the_lock)
 
     def abandon_while_holding_the_lock():
         with lock:

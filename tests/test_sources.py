@@ -210,7 +210,7 @@ def test_a_registered_source_reads_the_batches(registry):
     data = xr.DataArray(lazy)
     register_source(lambda v: v.dtype == np.float64, CountingSource)
     bgen = xb.BatchGenerator(data, input_dims={"t": 4}, input_overlap={"t": 2})
-    (src,) = bgen._sources.values()
+    (src,) = bgen.engine.sources.values()
     assert type(src) is CountingSource
     expected = xr.DataArray(values, dims=("t", "x"))
     for i, batch in enumerate(bgen):

@@ -304,7 +304,7 @@ def check_case(case: Case, store: Any) -> None:
     first = lazy["v"].dims[0]
     params = {"input_dims": {first: min(2, lazy.sizes[first])}, "batch_size": 2}
     bgen = xb.BatchGenerator(lazy, **params)
-    assert isinstance(bgen._sources["v"], ZarrSource) is expect_direct
+    assert isinstance(bgen.engine.sources["v"], ZarrSource) is expect_direct
     loaded = _open(store, case.group).isel(view).load()
     ref = xb.BatchGenerator(loaded, **params)
     assert len(bgen) == len(ref)

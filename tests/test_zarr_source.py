@@ -226,7 +226,7 @@ def test_generator_batches_equal_isel(tmp_path, shuffle):
     params = {"input_dims": {"lat": 5, "lon": 7}, "input_overlap": {"lat": 2}}
     seed = 3 if shuffle else None
     bgen = xb.BatchGenerator(lazy, **params, batch_size=4, shuffle=shuffle, seed=seed)
-    assert isinstance(bgen._sources["v"], ZarrSource)
+    assert isinstance(bgen.engine.sources["v"], ZarrSource)
     expected = reference_sample_batches(_open(path).load(), **params, batch_size=1)
     by_number = {int(b["sample"][0]): b.isel(sample=0, drop=True) for b in expected}
     for i, (batch, array) in enumerate(zip(bgen, bgen.arrays, strict=True)):
@@ -374,7 +374,7 @@ def test_a_generator_forked_mid_epoch_does_not_wait_on_parent_threads(tmp_path):
     ctx = multiprocessing.get_context("fork")
     queue = ctx.Queue()
     # claim every chunk as in flight, as a prefetch that has not finished would
-    for cid in np.ndindex(*bgen._sources["v"].nchunks):
+    for cid in np.ndindex(*bgen.engine.sources["v"].nchunks):
         assert bgen.block_cache.claim(("v", cid)) == (None, None)
     proc = ctx.Process(target=_rest_of_epoch_in_child, args=(bgen, queue))
     proc.start()

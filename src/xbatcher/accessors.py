@@ -12,14 +12,13 @@ is missing.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping, Sequence
-from typing import Any, Literal
+import inspect
+from typing import Any
 
 import xarray as xr
 
 from .generator import BatchGenerator
 from .loaders._arrays import as_dataarray
-from .sampling import Sampler
 
 __all__ = ["BatchAccessor", "TFAccessor", "TorchAccessor"]
 
@@ -49,48 +48,21 @@ class BatchAccessor:
     def __init__(self, xarray_obj: xr.Dataset | xr.DataArray) -> None:
         self._obj = xarray_obj
 
-    def generator(
-        self,
-        input_dims: Mapping[Hashable, int],
-        input_overlap: Mapping[Hashable, int] | None = None,
-        batch_dims: Mapping[Hashable, int] | None = None,
-        concat_input_dims: bool = False,
-        preload_batch: bool = True,
-        cache: Any = None,
-        cache_preprocess: Callable[[Any], Any] | None = None,
-        *,
-        keep_remainder: bool = False,
-        batch_size: int | None = None,
-        drop_last: bool = False,
-        shuffle: bool | Literal["chunks"] = False,
-        seed: int | None = None,
-        sampler: Sampler | None = None,
-        block_cache_bytes: int | str = "512MiB",
-        resident_bytes: int | str | None = None,
-        skip_nan: str | Sequence[str] | None = None,
-        mask: str | xr.DataArray | None = None,
-    ) -> BatchGenerator:
+    def generator(self, *args: Any, **kwargs: Any) -> BatchGenerator:
         """Return a :class:`BatchGenerator` over this object (same arguments)."""
-        return BatchGenerator(
-            self._obj,
-            input_dims,
-            input_overlap,
-            batch_dims,
-            concat_input_dims,
-            preload_batch,
-            cache,
-            cache_preprocess,
-            keep_remainder=keep_remainder,
-            batch_size=batch_size,
-            drop_last=drop_last,
-            shuffle=shuffle,
-            seed=seed,
-            sampler=sampler,
-            block_cache_bytes=block_cache_bytes,
-            resident_bytes=resident_bytes,
-            skip_nan=skip_nan,
-            mask=mask,
-        )
+        return BatchGenerator(self._obj, *args, **kwargs)
+
+
+# the accessor takes the generator's own arguments: its signature (what help() and
+# IDEs show) is built from BatchGenerator's, never written out a second time
+_signature = inspect.signature(BatchGenerator)
+BatchAccessor.generator.__signature__ = _signature.replace(  # type: ignore[attr-defined]
+    parameters=[
+        inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+        *list(_signature.parameters.values())[1:],  # all but ds
+    ],
+    return_annotation="BatchGenerator",
+)
 
 
 @xr.register_dataarray_accessor("torch")  # type: ignore[no-untyped-call]

@@ -1,10 +1,12 @@
 """``BatchGenerator``: the public API, compatible with xbatcher 0.4.
 
-The generator ties the layers together: the :class:`~xbatcher.schema.BatchSchema`
-(index arithmetic), a :mod:`~xbatcher.sampling` sampler (epoch order, shards), the
-:mod:`~xbatcher.reader` (block reads and vectorised gathers through a chunk cache) and
-:mod:`~xbatcher.layout` (numpy or xarray batches). Constructing one is O(1) in the
-number of windows; batch ``i`` is computed on demand.
+The generator is a thin facade over two public contracts: the epoch plan
+(:class:`~xbatcher.plan.EpochPlan`: schema, sampler, shard and sample filter; which
+units make each batch of each epoch) and the batch engine
+(:class:`~xbatcher.engine.BatchEngine`: sources, chunk cache and layouts; units in,
+batches out). It validates the arguments, builds both, and keeps the epoch and
+iteration state. Constructing one is O(1) in the number of windows; batch ``i`` is
+computed on demand.
 """
 
 from __future__ import annotations
@@ -13,66 +15,45 @@ import copy
 import dataclasses
 import hashlib
 import json
-import math
 import operator
-import warnings
-from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Literal
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from functools import partial
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import xarray as xr
 from numpy.typing import NDArray
 
+from . import _iteration
 from ._state import STATE_VERSION, Cursor, checked_state
 from ._validation import check_bool, check_int
+from .engine import (
+    ArrayBatch,
+    Batch,
+    BatchEngine,
+    read_batch,
+    read_batch_xarray,
+    read_batches,
+    read_batches_xarray,
+)
 from .errors import (
     BatchIndexError,
     BatchIndexTypeError,
     InputTypeError,
     SchemaError,
-    XbatcherWarning,
 )
 from .fingerprint import source_fingerprint
-from .layout import VarLayout, XarrayBuilder, layout_array, plan_layout
-from .reader import (
-    BlockCache,
-    WindowRequest,
-    format_bytes,
-    gather,
-    gather_grid,
-    parse_bytes,
-    prefetch,
-    read_region,
-)
-from .sampling import (
-    BlockShuffleSampler,
-    Sampler,
-    SequentialSampler,
-    Shard,
-    ShuffleSampler,
-    UnitGroups,
-)
-from .schema import BatchSchema, Windows
-from .sources import Source, make_source
+from .plan import EpochPlan, make_sampler
+from .reader import BlockCache, parse_bytes
+from .sampling import Sampler, SequentialSampler
+from .schema import BatchSchema
+
+if TYPE_CHECKING:
+    from .mapping_cache import MappingBatchCache
 from .splits import check_sampler_fits, parent_units, split_bounds
-from .validity import make_filter
+from .validity import chunk_grid, make_filter
 
 __all__ = ["ArrayBatches", "BatchGenerator"]
-
-Batch = xr.Dataset | xr.DataArray
-ArrayBatch = NDArray[Any] | dict[Hashable, NDArray[Any]]
-_GROUP_BYTES = 2 * 2**20  # output gathered at once while iterating (cache-friendly)
-_MAX_GROUP = 512
-# chunk-aware shuffle: bytes of chunks a shuffle pool draws from, by default. Larger
-# pools are more random but gather from more memory (slower, cache-unfriendly): on the
-# S1 benchmark 32-64 MiB pools were fastest.
-_DEFAULT_RESIDENT_BYTES = 64 * 2**20
-# output bytes whose chunks are decoded ahead of the consumer (capped at a quarter of
-# the block cache, so prefetched chunks are not evicted before they are used); about
-# two chunk-aware shuffle pools, so the next pool decodes while this one is gathered
-_READAHEAD_BYTES = 128 * 2**20
-_PAGE = 4096  # positions whose units are computed together for in-order bgen[i] calls
 
 
 class BatchGenerator:
@@ -134,6 +115,14 @@ class BatchGenerator:
         ``mask`` (True): ``min_valid=0.5`` keeps windows at least half valid;
         ``{"mask": 0.5}`` sets it for one filter (the other stays 1.0).
 
+    Attributes
+    ----------
+    plan : xbatcher.plan.EpochPlan
+        Which units make each batch of each epoch (schema, sampler, shard, filter).
+    engine : xbatcher.engine.BatchEngine
+        Sources, chunk cache and layouts: :func:`xbatcher.engine.read_batch` of a
+        batch's units is ``bgen.arrays[i]`` (see ``docs/architecture.md``).
+
     Examples
     --------
     >>> import numpy as np, xarray as xr, xbatcher as xb
@@ -168,21 +157,7 @@ class BatchGenerator:
         mask: str | xr.DataArray | None = None,
         min_valid: float | Mapping[str, float] = 1.0,
     ) -> None:
-        if not isinstance(ds, xr.Dataset | xr.DataArray):
-            raise InputTypeError(
-                f"ds must be an xarray.Dataset or xarray.DataArray; got "
-                f"{type(ds).__name__}. Wrap numpy data with xr.DataArray(array, dims=...)."
-            )
-        if isinstance(ds, xr.Dataset) and not ds.data_vars:
-            raise SchemaError(
-                "ds is a Dataset without data variables; there is nothing to batch. "
-                "Pass a Dataset with at least one data variable."
-            )
-        if cache_preprocess is not None and not callable(cache_preprocess):
-            raise InputTypeError(
-                f"cache_preprocess must be a callable taking and returning a batch; got "
-                f"{type(cache_preprocess).__name__}."
-            )
+        _check_inputs(ds, cache_preprocess)
         self.ds = ds
         self.cache = cache
         self.cache_preprocess = cache_preprocess
@@ -197,120 +172,30 @@ class BatchGenerator:
             batch_size=batch_size,
             drop_last=drop_last,
         )
-        self.block_cache = BlockCache(parse_bytes(block_cache_bytes))
-        self._builder = XarrayBuilder(ds, self.schema)
+        block_cache = BlockCache(parse_bytes(block_cache_bytes))
+        self.engine = BatchEngine(ds, self.schema, block_cache)
+        sources = self.engine.sources
         data = ds._to_temp_dataset() if isinstance(ds, xr.DataArray) else ds
-        self._sources: dict[Hashable, Source] = {
-            name: make_source(name, data[name].variable) for name in data.data_vars
-        }
-        self._coord_sources: dict[Hashable, Source] = {
-            name: make_source(("coord", name), data[name].variable)
-            for name in self._builder.windowed_coords + self._builder.block_coords
-        }
-        self._var_dims = {name: data[name].dims for name in data.data_vars}
         self._source_fp: str | None = None  # source_fingerprint, computed on demand
-        # dims of every source, data and coordinate (their names cannot collide)
-        self._source_dims = {
-            **self._var_dims,
-            **{name: data[name].dims for name in self._coord_sources},
-        }
-        self._sizes = dict(ds.sizes)
-        self._layouts: dict[Hashable, VarLayout] = {
-            name: plan_layout(self.schema, self._builder.ds_dims, dims, self._sizes)
-            for name, dims in self._var_dims.items()
-        }
-        self._valid: NDArray[np.int64] | None = None
+        valid: NDArray[np.int64] | None = None
         self._filter = make_filter(data, self.schema, skip_nan, mask, min_valid)
         if self._filter is not None:
-            self._valid = self._filter.valid_samples(
-                self.schema, data, self._sources, self.block_cache
-            )
-        self.sampler = self._make_sampler(shuffle, seed, sampler, resident_bytes)
-        check_sampler_fits(self.sampler, self.n_units, self._filter is not None)
-        self._batch_cache = None
-        if cache is not None:
-            from .mapping_cache import MappingBatchCache
-
-            self._batch_cache = MappingBatchCache(
-                cache, self._content_fingerprint(), cache_preprocess
-            )
-        self._groups: UnitGroups | None = None
-        self._shard: Shard | None = None
+            valid = self._filter.valid_samples(self.schema, data, sources, block_cache)
+        chosen = make_sampler(
+            shuffle, seed, sampler, resident_bytes, sources, block_cache.max_bytes
+        )
+        self.plan = EpochPlan(
+            self.schema,
+            chosen,
+            valid=valid,
+            grid=chunk_grid(sources, self.engine.var_dims),
+        )
+        check_sampler_fits(chosen, self.n_units, self._filter is not None)
+        self._batch_cache = _batch_cache(self)
         self.epoch = 0
-        self._page: tuple[tuple[int, int, int, int], NDArray[np.int64]] | None = None
         # the most recently started iteration (each iter() has its own cursor)
         self._cursor: Cursor | None = None
         self._resume_at = 0  # where the next iteration starts (load_state_dict)
-
-    # ------------------------------------------------------------------ setup
-    def _make_sampler(
-        self,
-        shuffle: bool | str,
-        seed: int | None,
-        sampler: Sampler | None,
-        resident_bytes: int | str | None,
-    ) -> Sampler:
-        if sampler is not None:
-            if not isinstance(sampler, Sampler):
-                raise InputTypeError(
-                    f"sampler must be an xbatcher.sampling.Sampler; got "
-                    f"{type(sampler).__name__}. Use e.g. xb.ShuffleSampler(seed=0)."
-                )
-            if seed is not None:
-                raise SchemaError(
-                    f"seed={seed!r} and sampler={type(sampler).__name__}(seed="
-                    f"{sampler.seed!r}) were both given; the sampler's own seed would "
-                    "win and seed= be ignored. Pass the seed to the sampler "
-                    f"({type(sampler).__name__}(seed=...)) and drop seed=."
-                )
-            return sampler
-        if isinstance(shuffle, np.bool_):  # type: ignore[unreachable, unused-ignore]
-            shuffle = bool(shuffle)  # type: ignore[unreachable, unused-ignore]
-        if shuffle is False or shuffle is None:
-            if seed is not None:
-                warnings.warn(
-                    "seed is ignored without shuffle=True or a sampler.",
-                    XbatcherWarning,
-                    stacklevel=3,
-                )
-            return SequentialSampler()
-        if shuffle is True:
-            self._warn_if_full_shuffle_thrashes()
-            return ShuffleSampler(seed=seed)
-        if shuffle == "chunks":
-            budget = (
-                parse_bytes(resident_bytes, "resident_bytes")
-                if resident_bytes is not None
-                else min(_DEFAULT_RESIDENT_BYTES, self.block_cache.max_bytes // 2)
-            )
-            chunk = max(s.chunk_nbytes for s in self._sources.values())
-            per_unit = max(1, len(self._sources))
-            resident = max(1, budget // max(chunk * per_unit, 1))
-            return BlockShuffleSampler(seed=seed, resident_groups=int(resident))
-        raise SchemaError(
-            f"shuffle must be True, False or 'chunks'; got {shuffle!r}. Use shuffle=True "
-            "for a full shuffle or shuffle='chunks' for a chunk-aware one."
-        )
-
-    def _warn_if_full_shuffle_thrashes(self) -> None:
-        """A full shuffle over chunked data that does not fit the chunk cache decodes
-        most chunks again for every few batches: say so, and what to do instead."""
-        chunked = [
-            s for s in self._sources.values() if s.bounds is not None and s.shape
-        ]
-        total = sum(math.prod(s.shape) * s.dtype.itemsize for s in chunked)
-        budget = self.block_cache.max_bytes
-        if chunked and total > budget:
-            warnings.warn(
-                f"shuffle=True draws each batch from anywhere in {format_bytes(total)} "
-                f"of chunked data, more than block_cache_bytes={format_bytes(budget)}, "
-                "so chunks are decoded again and again "
-                "(slow). Use shuffle='chunks' (a chunk-aware shuffle that decodes "
-                "each chunk about once per epoch), or raise block_cache_bytes above "
-                "the data size.",
-                XbatcherWarning,
-                stacklevel=4,
-            )
 
     # ------------------------------------------------------------------ 0.4 attributes
     @property
@@ -330,450 +215,54 @@ class BatchGenerator:
         return self.schema.concat_input_dims
 
     @property
+    def sampler(self) -> Sampler:
+        """The sampler ordering the units of each epoch (see :meth:`with_sampler`)."""
+        return self.plan.sampler
+
+    @property
     def seed(self) -> int | None:
         """The shuffle seed (drawn at construction when not given)."""
-        return self.sampler.seed
+        return self.plan.sampler.seed
 
-    # ------------------------------------------------------------------ epoch arithmetic
+    @property
+    def block_cache(self) -> BlockCache:
+        """The cache of decoded source chunks (the engine's)."""
+        return self.engine.block_cache
+
+    # ------------------------------------------------------------------ epochs, batches
     @property
     def n_units(self) -> int:
         """Units available to the sampler (samples or batches, after filtering)."""
-        return self.schema.n_units if self._valid is None else int(self._valid.size)
-
-    def _epoch_positions(self) -> int:
-        n = self.sampler.epoch_length(self.n_units)
-        return self._shard.length(n) if self._shard is not None else n
+        return self.plan.n_units
 
     def __len__(self) -> int:
-        return self.schema.num_batches(self._epoch_positions())
+        return self.plan.num_batches()
 
-    def _unit_groups(self) -> UnitGroups | None:
-        if not self.sampler.needs_groups:
-            return None
-        if self._groups is None:
-            from .validity import chunk_labels
-
-            labels = chunk_labels(self.schema, self._sources, self._var_dims)
-            if self._valid is not None:
-                labels = labels[self._valid]
-            self._groups = UnitGroups.from_labels(labels)
-        return self._groups
-
-    def _units_at(
-        self, local_positions: NDArray[np.int64], epoch: int | None = None
-    ) -> NDArray[np.int64]:
-        """Unit ids at local (this shard's) positions of ``epoch`` (default: the
-        current epoch)."""
-        epoch = self.epoch if epoch is None else epoch
-        if local_positions.size and local_positions.size <= _PAGE:
-            # bgen[i] called in order: evaluate the sampler a page at a time
-            lo = int(local_positions[0])
-            page = lo // _PAGE
-            if int(local_positions[-1]) // _PAGE == page:
-                key = (epoch, page, id(self.sampler), id(self._shard))
-                entry = self._page  # one read: another thread may replace the page
-                if entry is None or entry[0] != key:
-                    start = page * _PAGE
-                    stop = min(start + _PAGE, self._epoch_positions())
-                    positions = np.arange(start, stop, dtype=np.int64)
-                    entry = (key, self._compute_units(positions, epoch))
-                    self._page = entry
-                return entry[1][local_positions - page * _PAGE]
-        return self._compute_units(local_positions, epoch)
-
-    def _compute_units(
-        self, local_positions: NDArray[np.int64], epoch: int
-    ) -> NDArray[np.int64]:
-        if (
-            self._shard is None
-            and self._valid is None
-            and type(self.sampler) is SequentialSampler
-        ):
-            return local_positions  # in order: positions are units (checked by callers)
-        n = self.sampler.epoch_length(self.n_units)
-        positions = local_positions
-        if self._shard is not None:
-            positions = self._shard.global_positions(n, local_positions)
-        units = self.sampler.units(self.n_units, epoch, positions, self._unit_groups())
-        if self._valid is not None:
-            units = self._valid[units]
-        return units
-
-    def _batch_units(
-        self, first: int, stop: int, epoch: int | None = None
-    ) -> list[NDArray[np.int64]]:
-        """Units of batches ``first .. stop - 1`` (one array per batch) of ``epoch``
-        (default: the current epoch)."""
-        bs = self.schema.batch_size
-        if bs is None:
-            units = self._units_at(np.arange(first, stop, dtype=np.int64), epoch)
-            return list(units.reshape(-1, 1))
-        total = self._epoch_positions()
-        lo, hi = first * bs, min(stop * bs, total)
-        units = self._units_at(np.arange(lo, hi, dtype=np.int64), epoch)
-        return np.split(units, np.arange(bs, hi - lo, bs))
-
-    def _check_index(self, idx: Any) -> int:
-        try:
-            i = operator.index(idx)
-        except TypeError:
-            raise BatchIndexTypeError(
-                f"batch index must be an integer; got {idx!r} of type "
-                f"{type(idx).__name__}. Use bgen[i] with an int (or numpy integer), "
-                "one batch at a time."
-            ) from None
-        n = len(self)
-        if not -n <= i < n:
-            raise BatchIndexError(
-                f"batch index {i} is out of range for a generator of {n} batches "
-                f"(list index out of range); valid indices are {-n}..{n - 1}."
-            )
-        return i + n if i < 0 else i
-
-    # ------------------------------------------------------------------ reading
-    def _windows(self, units: NDArray[np.int64]) -> Windows:
-        return self.schema.unit_windows(units)
-
-    def _request(self, windows: Windows, dims: Sequence[Hashable]) -> WindowRequest:
-        """Windows of a variable over its own dims (a dim it lacks is not read;
-        a dim outside the windows, e.g. a coordinate-only dim, is read whole)."""
-        sizes = self._sizes
-        starts, lengths = [], []
-        zero = np.zeros(windows.count, dtype=np.int64)
-        for d in dims:
-            if d in windows.starts:
-                starts.append(windows.starts[d])
-                lengths.append(windows.lengths[d])
-            else:
-                starts.append(zero)
-                lengths.append(sizes[d])
-        return WindowRequest(tuple(starts), tuple(lengths), windows.count)
-
-    def _gather_all(
-        self, windows: Windows, sources: Mapping[Hashable, Source]
-    ) -> dict[Hashable, NDArray[Any]]:
-        out = {}
-        for name, src in sources.items():
-            request = self._request(windows, self._source_dims[name])
-            out[name] = _gather_windows(src, request, self.block_cache)
-        return out
-
-    def _arrays_for(self, batches: list[NDArray[np.int64]]) -> list[ArrayBatch]:
-        """Gather several batches at once and lay each one out as numpy."""
-        if self.schema.mode == "concat":
-            return [self._concat_arrays(int(b[0])) for b in batches]
-        return self._arrays_generic(batches)
-
-    def _arrays_generic(self, batches: list[NDArray[np.int64]]) -> list[ArrayBatch]:
-        flat = np.concatenate(batches)
-        windows = self._windows(flat)
-        gathered = self._gather_all(windows, self._sources)
-        counts = (
-            [int(self.schema.unit_window_counts(b).sum()) for b in batches]
-            if self.schema.mode == "concat"
-            else [b.size for b in batches]
-        )
-        edges = np.cumsum([0, *counts])
-        if len(set(counts)) == 1 and all(
-            lay.n_stack <= 1
-            and not lay.broadcast
-            and lay.perm == tuple(range(len(lay.perm)))
-            for lay in self._layouts.values()
-        ):
-            # equal batches needing no transpose: lay the whole group out at once and
-            # hand out views (no per-batch layout work)
-            split = {
-                name: self._group_layout(g, counts[0], self._layouts[name])
-                for name, g in gathered.items()
-            }
-            if isinstance(self.ds, xr.DataArray):
-                return list(next(iter(split.values())))
-            return [
-                {name: s[j] for name, s in split.items()} for j in range(len(batches))
-            ]
-        out: list[ArrayBatch] = []
-        for j in range(len(batches)):
-            per_var = {
-                name: layout_array(g[edges[j] : edges[j + 1]], self._layouts[name])
-                for name, g in gathered.items()
-            }
-            out.append(self._pack(per_var))
-        return out
-
-    @staticmethod
-    def _group_layout(g: NDArray[Any], count: int, lay: VarLayout) -> NDArray[Any]:
-        """``(n_batches * count, *window)`` -> ``(n_batches, *batch shape)``."""
-        g = g.reshape((-1, count, *g.shape[1:]))
-        if lay.squeeze:
-            drop = {a + 1 for a in lay.squeeze}
-            g = g.reshape([n for i, n in enumerate(g.shape) if i not in drop])
-        return g
-
-    def _concat_arrays(self, unit: int) -> ArrayBatch:
-        """A concat batch: its windows form a regular grid inside one block, so read
-        the block once and copy the grid out with one strided copy, straight into the
-        final layout."""
-        schema = self.schema
-        gidx = np.unravel_index(unit, schema.unit_shape)
-        first: dict[Hashable, int] = {}
-        counts: dict[Hashable, int] = {}
-        for w, g in zip(schema.sliced, gidx, strict=True):
-            k0 = int(g) * w.group
-            counts[w.dim] = min(w.group, w.n_windows - k0)
-            first[w.dim] = k0
-            if k0 + counts[w.dim] > w.n_regular:  # the keep_remainder window: irregular
-                return self._arrays_generic([np.array([unit])])[0]
-        sizes = dict(schema.sizes)
-        by_dim = {w.dim: w for w in schema.sliced}
-        per_var: dict[Hashable, NDArray[Any]] = {}
-        windows: Windows | None = None
-        for name, src in self._sources.items():
-            dims = self._var_dims[name]
-            lay = self._layouts[name]
-            if lay.broadcast or any(d not in dims for d in by_dim):
-                # a variable lacking a sliced or stacked dim: window by window
-                if windows is None:
-                    windows = self._windows(np.array([unit], dtype=np.int64))
-                request = self._request(windows, dims)
-                gathered = _gather_windows(src, request, self.block_cache)
-                per_var[name] = layout_array(gathered, lay)
-                continue
-            region, lengths = [], []
-            for d in dims:
-                dw = by_dim.get(d)
-                if dw is None:
-                    region.append(slice(0, sizes[d]))
-                    lengths.append(sizes[d])
-                else:
-                    a = first[d] * dw.stride
-                    region.append(slice(a, a + (counts[d] - 1) * dw.stride + dw.window))
-                    lengths.append(dw.window)
-            block = read_region(src, tuple(region), self.block_cache)
-            m = len(schema.sliced)
-            order = [j for p in lay.perm for j in (range(m) if p == 0 else [m + p - 1])]
-            grid = gather_grid(
-                block,
-                [counts[w.dim] for w in schema.sliced],
-                [w.stride for w in schema.sliced],
-                [dims.index(w.dim) for w in schema.sliced],
-                lengths,
-                order,
-            )
-            n_lead = m + max(lay.n_stack, 1) - 1
-            per_var[name] = grid.reshape((-1, *grid.shape[n_lead:]))
-        return self._pack(per_var)
-
-    def _pack(self, per_var: dict[Hashable, NDArray[Any]]) -> ArrayBatch:
-        if isinstance(self.ds, xr.DataArray):
-            return next(iter(per_var.values()))
-        return per_var
-
-    def _xarray_for(self, units: NDArray[np.int64]) -> Batch:
-        if self.schema.mode == "window" and self.preload_batch:
-            return self._window_xarray(int(units[0]))
-        windows = self._windows(units)
-        if self.preload_batch:
-            arrays = self._gather_all(windows, self._sources)
-            coords = self._gather_all(windows, self._coord_sources)
-        else:
-            arrays = self._lazy_all(windows, self._sources)
-            coords = self._gather_all(windows, self._coord_sources)
-        first = (
-            {d: int(s[0]) for d, s in windows.starts.items()} if windows.count else {}
-        )
-        return self._builder.build(arrays, coords, first, units)
-
-    def _window_xarray(self, unit: int) -> Batch:
-        """A 0.4 window batch: scalar arithmetic, one region read per lazy variable."""
-        first = self.schema.window_starts(unit)
-        lengths = {w.dim: w.window for w in self.schema.sliced}
-        sizes = self._sizes
-
-        def read(src: Source, name: Hashable) -> NDArray[Any]:
-            region = tuple(
-                slice(first[d], first[d] + lengths[d])
-                if d in first
-                else slice(0, sizes[d])
-                for d in self._source_dims[name]
-            )
-            return read_region(src, region, self.block_cache)[np.newaxis].copy()
-
-        lazy = {k: read(self._sources[k], k) for k in self._builder._lazy_vars}
-        coords = {k: read(src, k) for k, src in self._coord_sources.items()}
-        return self._builder.build_window(lazy, coords, first)
-
-    def _lazy_all(
-        self, windows: Windows, sources: Mapping[Hashable, Source]
-    ) -> dict[Hashable, Any]:
-        import dask.array as da
-        from dask.delayed import delayed
-
-        out = {}
-        for name, src in sources.items():
-            request = self._request(windows, self._var_dims[name])
-            task = delayed(_gather_windows, pure=True)(src, request, self.block_cache)
-            shape = (request.count, *request.lengths)
-            out[name] = da.from_delayed(task, shape=shape, dtype=src.dtype)  # type: ignore[no-untyped-call]
-        return out
-
-    # ------------------------------------------------------------------ public access
     def __getitem__(self, idx: int) -> Batch:
-        i = self._check_index(idx)
-        (units,) = self._batch_units(i, i + 1)
-        return self._cached_xarray_for(units)
-
-    def _cached_xarray_for(self, units: NDArray[np.int64]) -> Batch:
-        cache = self._batch_cache
-        if cache is None:
-            return self._xarray_for(units)
-        key = (
-            str(int(units[0]))
-            if units.size == 1
-            else "s-" + hashlib.sha256(units.tobytes()).hexdigest()[:20]
-        )
-        if key in cache:
-            return cache.get(key, self.preload_batch)
-        batch = self._xarray_for(units)
-        if self.cache_preprocess is not None:
-            batch = self.cache_preprocess(batch)
-        cache.put(key, batch)
-        return batch
+        return _cached_batch(self, self.batch_units(idx))
 
     def __iter__(self) -> Iterator[Batch]:
         # the cursor (epoch, start) is taken here, when iter() is called, not at the
         # first next(): two iterators made together follow the same epoch
-        return self._iterate(*self._start_iteration())
-
-    def _iterate(self, cursor: Cursor, indices: range) -> Iterator[Batch]:
-        # sample batches of a group are gathered together (one chunk plan, one copy
-        # per chunk) and then wrapped one by one
-        grouped = (
-            self.schema.mode == "sample"
-            and self.preload_batch
-            and self._batch_cache is None
+        cursor = self.start_iteration()
+        return _iteration.batches(
+            self.plan, self.engine, cursor, _xarray_reader(self), self.finish_iteration
         )
-        groups = self._groups_of_batches(indices, self._group_size(), cursor.epoch)
-        for first, batches in groups:
-            built = self._sample_xarrays(batches) if grouped else None
-            for j, units in enumerate(batches):
-                batch = built[j] if built else self._cached_xarray_for(units)
-                cursor.position = first + j + 1
-                yield batch
-        self._end_iteration(cursor)
 
-    def _sample_xarrays(self, batches: list[NDArray[np.int64]]) -> list[Batch]:
-        """Sample-mode batches of one group, from one gather of all their windows."""
-        windows = self._windows(np.concatenate(batches))
-        arrays = self._gather_all(windows, self._sources)
-        coords = self._gather_all(windows, self._coord_sources)
-        out: list[Batch] = []
-        lo = 0
-        for units in batches:
-            hi = lo + units.size
-            first = (
-                {d: int(s[lo]) for d, s in windows.starts.items()} if hi > lo else {}
-            )
-            out.append(
-                self._builder.build(
-                    {k: a[lo:hi] for k, a in arrays.items()},
-                    {k: a[lo:hi] for k, a in coords.items()},
-                    first,
-                    units,
-                )
-            )
-            lo = hi
-        return out
+    def start_iteration(self) -> Cursor:
+        """A new iteration's own cursor (for loaders that iterate themselves).
 
-    def _groups_of_batches(
-        self, indices: range, step: int, epoch: int
-    ) -> Iterator[tuple[int, list[NDArray[np.int64]]]]:
-        """Units of consecutive groups of batches of ``epoch``; with chunked sources,
-        the chunks of the next groups (``_READAHEAD_BYTES`` of output) are requested
-        together from a background thread while the current group is gathered."""
-        firsts = range(indices.start, indices.stop, step)
-        if not any(s.bounds is not None for s in self._sources.values()):
-            for first in firsts:
-                stop = min(first + step, indices.stop)
-                yield first, self._batch_units(first, stop, epoch)
-            return
-        ahead = self._readahead_groups(step)
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xbatcher-prefetch")
-        try:
-            pending: dict[int, Future[None]] = {}
-            job: Future[None] | None = None
-            for k, first in enumerate(firsts):
-                units = self._batch_units(first, min(first + step, indices.stop), epoch)
-                future = pending.pop(k, None)
-                if future is not None and (future.done() or k % ahead == 0):
-                    future.result()  # re-raises a failed read here, never hangs
-                if k % ahead == 0 and k + 1 < len(firsts):
-                    # the chunks of the next `ahead` groups, requested at once
-                    last = min(k + ahead, len(firsts) - 1)
-                    stop = min(firsts[last] + step, indices.stop)
-                    job = pool.submit(self._prefetch, firsts[k + 1], stop, epoch)
-                    pending.update(dict.fromkeys(range(k + 1, last + 1), job))
-                yield first, units
-            if job is not None:
-                job.result()  # the last job's errors, had no group waited for it
-        finally:
-            # never wait here: an abandoned iteration is closed wherever its last
-            # reference goes (the garbage collector, in any thread, maybe one that
-            # holds a lock the prefetch job needs, or the prefetch thread itself).
-            # A running job finishes on its own and settles the chunks it claimed;
-            # on a normal end, job.result() above has waited for it already.
-            pool.shutdown(wait=False, cancel_futures=True)
-
-    def _readahead_groups(self, step: int) -> int:
-        """Groups of ``step`` batches whose chunks are requested ahead at once."""
-        group_bytes = max(1, step * self._batch_nbytes())
-        budget = min(_READAHEAD_BYTES, self.block_cache.max_bytes // 4)
-        return max(1, budget // group_bytes)
-
-    def _prefetch(self, first: int, stop: int, epoch: int) -> None:
-        windows = self._windows(np.concatenate(self._batch_units(first, stop, epoch)))
-        # prefetched chunks must still be cached when they are used
-        budget = self.block_cache.max_bytes // (4 * max(1, len(self._sources)))
-        for name, src in self._sources.items():
-            prefetch(
-                src,
-                self._request(windows, self._var_dims[name]),
-                self.block_cache,
-                budget,
-            )
-
-    def _group_size(self) -> int:
-        """Batches gathered at once while iterating (about ``_GROUP_BYTES`` of output)."""
-        return int(max(1, min(_MAX_GROUP, _GROUP_BYTES // self._batch_nbytes())))
-
-    def _batch_nbytes(self) -> int:
-        """Bytes of one (full) batch, all variables."""
-        s = self.schema
-        sizes = dict(s.sizes)
-        windows = {w.dim: w.window for w in s.sliced}
-        batch_bytes = 0
-        for src, dims in zip(
-            self._sources.values(), self._var_dims.values(), strict=True
-        ):
-            per_window = math.prod(
-                windows.get(d, 1 if s.mode == "sample" else sizes[d]) for d in dims
-            )
-            batch_bytes += (
-                per_window
-                * src.dtype.itemsize
-                * s.windows_per_unit
-                * (s.batch_size or 1)
-            )
-        return max(1, batch_bytes)
-
-    def _start_iteration(self) -> tuple[Cursor, range]:
-        """A new iteration's own cursor: the current epoch, from the restored
-        position (0 unless load_state_dict set one), and the batches it covers."""
+        It follows the current epoch from the restored position (0 unless
+        :meth:`load_state_dict` set one); :meth:`state_dict` describes it until
+        another iteration starts. Advance ``cursor.position`` past each batch
+        delivered and call :meth:`finish_iteration` at the end of the epoch.
+        """
         start, self._resume_at = self._resume_at, 0
         cursor = Cursor(self.epoch, start)
         self._cursor = cursor
-        return cursor, range(start, len(self))
+        return cursor
 
-    def _end_iteration(self, cursor: Cursor) -> None:
+    def finish_iteration(self, cursor: Cursor) -> None:
         """An iteration reached the end of its epoch: the generator moves past it
         (never back, and only once however many iterators finish that epoch)."""
         cursor.done = True
@@ -802,8 +291,8 @@ class BatchGenerator:
     def batch_units(self, idx: int) -> NDArray[np.int64]:
         """Unit numbers (samples with ``batch_size``, else batches) of batch ``idx``
         in the current epoch's order, as the sampler and shard give them."""
-        i = self._check_index(idx)
-        return self._batch_units(i, i + 1)[0]
+        i = _check_index(idx, len(self))
+        return self.plan.batch_units(self.epoch, i, i + 1)[0]
 
     def randomness_report(self, max_batches: int | None = 1000) -> dict[str, float]:
         """How many distinct storage chunks each batch of this epoch draws from.
@@ -821,30 +310,7 @@ class BatchGenerator:
         >>> seq.randomness_report()["max_groups_per_batch"]
         1.0
         """
-        from .sampling import group_diversity
-        from .validity import chunk_labels
-
-        n = len(self) if max_batches is None else min(len(self), max_batches)
-        batches = self._batch_units(0, n) if n else []
-        flat = np.concatenate(batches) if batches else np.zeros(0, np.int64)
-        labels = chunk_labels(self.schema, self._sources, self._var_dims, flat)
-        local = np.split(
-            np.arange(flat.size), np.cumsum([b.size for b in batches])[:-1]
-        )
-        report = (
-            group_diversity(local, labels) if batches else group_diversity([], labels)
-        )
-        report["chunks_in_source"] = float(
-            max(
-                (
-                    math.prod(s.nchunks)
-                    for s in self._sources.values()
-                    if s.bounds is not None
-                ),
-                default=1,
-            )
-        )
-        return report
+        return self.plan.randomness_report(self.epoch, max_batches)
 
     # ------------------------------------------------------------------ shards, splits
     def shard(
@@ -858,9 +324,7 @@ class BatchGenerator:
         ``n // world_size``. Sharding a shard composes (DDP rank, then loader worker).
         """
         new = copy.copy(self)
-        inner = Shard(rank, world_size, even)
-        new._shard = inner if self._shard is None else self._shard.then(inner)
-        new._page = None
+        new.plan = self.plan.with_shard(rank, world_size, even)
         new._cursor = None
         new._resume_at = 0
         return new
@@ -887,45 +351,7 @@ class BatchGenerator:
         {'train': 8, 'val': 2}
         """
         ranges = split_bounds(self.ds, dim, parts, gap)
-        return {name: self._part(dim, a, b) for name, (a, b) in ranges.items()}
-
-    def _part(self, dim: Hashable, start: int, stop: int) -> BatchGenerator:
-        """This generator over ``start:stop`` along ``dim``: the same arguments
-        (filters, cache, sampler, shard, epoch) on the cut data; weights follow
-        their samples."""
-        s = self.schema
-        filters = (
-            {}
-            if self._filter is None
-            else self._filter.isel(dim, start, stop).arguments()
-        )
-        weights = getattr(self.sampler, "weights", None)
-        part = BatchGenerator(
-            self.ds.isel({dim: slice(start, stop)}),
-            dict(s.input_dims),
-            dict(s.input_overlap),
-            dict(s.batch_dims),
-            s.concat_input_dims,
-            self.preload_batch,
-            self.cache,
-            self.cache_preprocess,
-            keep_remainder=s.keep_remainder,
-            batch_size=s.batch_size,
-            drop_last=s.drop_last,
-            sampler=SequentialSampler() if weights is not None else self.sampler,
-            block_cache_bytes=self.block_cache.max_bytes,
-            **filters,
-        )
-        if weights is not None:
-            units = parent_units(
-                s, self.sample_ids(), part.schema, part.sample_ids(), dim, start
-            )
-            part = part.with_sampler(
-                dataclasses.replace(self.sampler, weights=np.asarray(weights)[units])  # type: ignore[type-var]
-            )
-        part._shard = self._shard
-        part.epoch = self.epoch
-        return part
+        return {name: _split_part(self, dim, a, b) for name, (a, b) in ranges.items()}
 
     def sample_ids(self) -> NDArray[np.int64]:
         """The sample (or, without ``batch_size``, batch) number of each unit.
@@ -945,9 +371,7 @@ class BatchGenerator:
         >>> bgen.sample_ids().tolist()  # window 0 holds the NaN
         [1, 2]
         """
-        if self._valid is None:
-            return np.arange(self.schema.n_units, dtype=np.int64)
-        return self._valid.copy()
+        return self.plan.sample_ids()
 
     def with_sampler(self, sampler: Sampler) -> BatchGenerator:
         """A copy of this generator (same data, filters, shard) with another sampler.
@@ -957,38 +381,26 @@ class BatchGenerator:
         Nothing is read again (the filters' result is shared).
         """
         new = copy.copy(self)
-        new.sampler = self._make_sampler(False, None, sampler, None)
-        check_sampler_fits(new.sampler, new.n_units, new._filter is not None)
-        new._groups = None
-        new._page = None
+        chosen = make_sampler(
+            False, None, sampler, None, self.engine.sources, self.block_cache.max_bytes
+        )
+        new.plan = self.plan.with_sampler(chosen)
+        check_sampler_fits(chosen, new.n_units, new._filter is not None)
         new._cursor = None
         new._resume_at = 0
         return new
 
     # ------------------------------------------------------------------ state
-    def _content_fingerprint(self) -> str:
-        """Hash of what a unit's batch holds: schema and source (not the order)."""
-        h = hashlib.sha256()
-        h.update(self.schema.fingerprint.encode())
-        if self._source_fp is None:  # read once: a few chunks of lazy data
-            self._source_fp = source_fingerprint(
-                self.ds, self._sources, self.block_cache
-            )
-        h.update(self._source_fp.encode())
-        if self._valid is not None:
-            h.update(self._valid.tobytes())
-        return h.hexdigest()[:16]
-
     @property
     def fingerprint(self) -> str:
         """Hash of schema, source structure and coordinates, and sampler."""
         h = hashlib.sha256()
-        h.update(self._content_fingerprint().encode())
+        h.update(_content_fingerprint(self).encode())
         h.update(
             json.dumps(self.sampler.to_dict(), sort_keys=True, default=str).encode()
         )
-        if self._valid is not None:
-            h.update(self._valid.tobytes())
+        if self.plan.valid is not None:
+            h.update(self.plan.valid.tobytes())
         return h.hexdigest()[:16]
 
     def state_dict(self) -> dict[str, Any]:
@@ -998,7 +410,7 @@ class BatchGenerator:
         (its epoch and the batches it delivered); before any iteration, or once that
         one finished, where the next iteration starts.
         """
-        shard = self._shard
+        shard = self.plan.shard
         cursor = self._cursor
         if cursor is not None and not cursor.done:
             epoch, position = cursor.epoch, cursor.position
@@ -1045,6 +457,137 @@ class BatchGenerator:
         )
 
 
+def _batch_cache(gen: BatchGenerator) -> MappingBatchCache | None:
+    """The batch cache over ``gen.cache`` (None without ``cache=``)."""
+    if gen.cache is None:
+        return None
+    from .mapping_cache import MappingBatchCache
+
+    return MappingBatchCache(gen.cache, _content_fingerprint(gen), gen.cache_preprocess)
+
+
+def _xarray_reader(
+    gen: BatchGenerator,
+) -> Callable[[list[NDArray[np.int64]]], Iterable[Batch]]:
+    """How an iteration reads a group of xarray batches: sample batches of a group
+    are gathered together (one chunk plan, one copy per chunk) and then wrapped one
+    by one; other batches are read (or taken from the batch cache) one by one, as
+    the consumer asks for them."""
+    grouped = (
+        gen.schema.mode == "sample" and gen.preload_batch and gen._batch_cache is None
+    )
+    if grouped:
+        return partial(read_batches_xarray, gen.engine)
+    return partial(map, partial(_cached_batch, gen))
+
+
+def _cached_batch(gen: BatchGenerator, units: NDArray[np.int64]) -> Batch:
+    """The xarray batch of ``units``, through the batch cache (``cache=``) if any."""
+    cache = gen._batch_cache
+    if cache is None:
+        return read_batch_xarray(gen.engine, units, gen.preload_batch)
+    key = (
+        str(int(units[0]))
+        if units.size == 1
+        else "s-" + hashlib.sha256(units.tobytes()).hexdigest()[:20]
+    )
+    if key in cache:
+        return cache.get(key, gen.preload_batch)
+    batch = read_batch_xarray(gen.engine, units, gen.preload_batch)
+    if gen.cache_preprocess is not None:
+        batch = gen.cache_preprocess(batch)
+    cache.put(key, batch)
+    return batch
+
+
+def _content_fingerprint(gen: BatchGenerator) -> str:
+    """Hash of what a unit's batch holds: schema and source (not the order)."""
+    h = hashlib.sha256()
+    h.update(gen.schema.fingerprint.encode())
+    if gen._source_fp is None:  # read once: a few chunks of lazy data
+        gen._source_fp = source_fingerprint(gen.ds, gen.engine.sources, gen.block_cache)
+    h.update(gen._source_fp.encode())
+    if gen.plan.valid is not None:
+        h.update(gen.plan.valid.tobytes())
+    return h.hexdigest()[:16]
+
+
+def _check_inputs(ds: Any, cache_preprocess: Any) -> None:
+    """Refuse what no generator can batch (typed errors naming the fix)."""
+    if not isinstance(ds, xr.Dataset | xr.DataArray):
+        raise InputTypeError(
+            f"ds must be an xarray.Dataset or xarray.DataArray; got "
+            f"{type(ds).__name__}. Wrap numpy data with xr.DataArray(array, dims=...)."
+        )
+    if isinstance(ds, xr.Dataset) and not ds.data_vars:
+        raise SchemaError(
+            "ds is a Dataset without data variables; there is nothing to batch. "
+            "Pass a Dataset with at least one data variable."
+        )
+    if cache_preprocess is not None and not callable(cache_preprocess):
+        raise InputTypeError(
+            f"cache_preprocess must be a callable taking and returning a batch; got "
+            f"{type(cache_preprocess).__name__}."
+        )
+
+
+def _check_index(idx: Any, n: int) -> int:
+    """``idx`` as a batch number in ``0 .. n - 1`` (negative ones count from the end)."""
+    try:
+        i = operator.index(idx)
+    except TypeError:
+        raise BatchIndexTypeError(
+            f"batch index must be an integer; got {idx!r} of type "
+            f"{type(idx).__name__}. Use bgen[i] with an int (or numpy integer), "
+            "one batch at a time."
+        ) from None
+    if not -n <= i < n:
+        raise BatchIndexError(
+            f"batch index {i} is out of range for a generator of {n} batches "
+            f"(list index out of range); valid indices are {-n}..{n - 1}."
+        )
+    return i + n if i < 0 else i
+
+
+def _split_part(
+    gen: BatchGenerator, dim: Hashable, start: int, stop: int
+) -> BatchGenerator:
+    """``gen`` over ``start:stop`` along ``dim``: the same arguments
+    (filters, cache, sampler, shard, epoch) on the cut data; weights follow
+    their samples."""
+    s = gen.schema
+    filters = (
+        {} if gen._filter is None else gen._filter.isel(dim, start, stop).arguments()
+    )
+    weights = getattr(gen.sampler, "weights", None)
+    part = BatchGenerator(
+        gen.ds.isel({dim: slice(start, stop)}),
+        dict(s.input_dims),
+        dict(s.input_overlap),
+        dict(s.batch_dims),
+        s.concat_input_dims,
+        gen.preload_batch,
+        gen.cache,
+        gen.cache_preprocess,
+        keep_remainder=s.keep_remainder,
+        batch_size=s.batch_size,
+        drop_last=s.drop_last,
+        sampler=SequentialSampler() if weights is not None else gen.sampler,
+        block_cache_bytes=gen.block_cache.max_bytes,
+        **filters,
+    )
+    if weights is not None:
+        units = parent_units(
+            s, gen.sample_ids(), part.schema, part.sample_ids(), dim, start
+        )
+        part = part.with_sampler(
+            dataclasses.replace(gen.sampler, weights=np.asarray(weights)[units])  # type: ignore[type-var]
+        )
+    part.plan = dataclasses.replace(part.plan, shard=gen.plan.shard)
+    part.epoch = gen.epoch
+    return part
+
+
 class ArrayBatches:
     """Sequence view of a generator's batches as numpy arrays (the fast path).
 
@@ -1060,28 +603,15 @@ class ArrayBatches:
 
     def __getitem__(self, idx: int) -> ArrayBatch:
         gen = self._gen
-        i = gen._check_index(idx)
-        return gen._arrays_for(gen._batch_units(i, i + 1))[0]
+        return read_batch(gen.engine, gen.batch_units(idx))
 
     def __iter__(self) -> Iterator[ArrayBatch]:
-        return self._iterate(*self._gen._start_iteration())
-
-    def _iterate(self, cursor: Cursor, indices: range) -> Iterator[ArrayBatch]:
         gen = self._gen
-        groups = gen._groups_of_batches(indices, gen._group_size(), cursor.epoch)
-        for first, batches in groups:
-            for j, batch in enumerate(gen._arrays_for(batches)):
-                cursor.position = first + j + 1
-                yield batch
-        gen._end_iteration(cursor)
-
-
-def _gather_windows(
-    src: Source, request: WindowRequest, cache: BlockCache
-) -> NDArray[Any]:
-    """:func:`gather`, also for a variable without any of the request's dims (a 0-d
-    variable next to sliced ones: the same value for every window)."""
-    out = gather(src, request, cache)
-    if out.shape[0] != request.count:
-        out = np.repeat(out[:1], request.count, axis=0)
-    return out
+        cursor = gen.start_iteration()  # at iter(), as BatchGenerator.__iter__
+        return _iteration.batches(
+            gen.plan,
+            gen.engine,
+            cursor,
+            partial(read_batches, gen.engine),
+            gen.finish_iteration,
+        )

@@ -27,12 +27,13 @@ from numpy.typing import NDArray
 
 from ._threads import usable_cores, worker_pool
 from .errors import DimensionError, InputTypeError, SchemaError, XbatcherWarning
+from .plan import ChunkGrid
 from .reader import BlockCache, read_region
 from .schema import BatchSchema
 from .sources import InMemorySource, Source, make_source
 from .sources._lazy import _default_block
 
-__all__ = ["SampleFilter", "chunk_labels", "make_filter"]
+__all__ = ["SampleFilter", "chunk_grid", "chunk_labels", "make_filter"]
 
 _FILTERS = ("skip_nan", "mask")
 #: per axis of a variable: ``None`` for a dim whose every point is its own sample
@@ -446,22 +447,13 @@ def _on_grid(
     return moved.reshape([sizes.get(d, 1) for d in grid_dims])
 
 
-def chunk_labels(
-    schema: BatchSchema,
+def chunk_grid(
     sources: Mapping[Hashable, Source],
     var_dims: Mapping[Hashable, tuple[Hashable, ...]],
-    units: NDArray[np.int64] | None = None,
-) -> NDArray[np.int64]:
-    """Storage chunk (as one int) in which each unit's first window starts.
-
-    Uses the chunked data variable with the most chunks; all units get label 0 for in-memory data.
-    ``units`` defaults to every unit of the schema.
-    """
-    if units is None:
-        units = np.arange(schema.n_units, dtype=np.int64)
-    n = int(units.size)
-    # the chunked data variable with the most chunks (then dims, then name): a
-    # choice that does not depend on the order of the Dataset's variables
+) -> ChunkGrid | None:
+    """The chunks that group units: those of the chunked data variable with the
+    most chunks (then dims, then name: a choice that does not depend on the order
+    of the Dataset's variables); None for data in memory."""
     name = min(
         (k for k, s in sources.items() if s.bounds is not None),
         key=lambda k: (
@@ -472,21 +464,25 @@ def chunk_labels(
         default=None,
     )
     if name is None:
+        return None
+    bounds = sources[name].bounds
+    assert bounds is not None
+    return ChunkGrid(tuple(var_dims[name]), bounds)
+
+
+def chunk_labels(
+    schema: BatchSchema,
+    sources: Mapping[Hashable, Source],
+    var_dims: Mapping[Hashable, tuple[Hashable, ...]],
+    units: NDArray[np.int64] | None = None,
+) -> NDArray[np.int64]:
+    """Storage chunk (as one int) in which each unit's first window starts.
+
+    Uses the chunks of :func:`chunk_grid`; all units get label 0 for in-memory data.
+    ``units`` defaults to every unit of the schema.
+    """
+    grid = chunk_grid(sources, var_dims)
+    if grid is None:
+        n = schema.n_units if units is None else int(units.size)
         return np.zeros(n, dtype=np.int64)
-    src = sources[name]
-    assert src.bounds is not None
-    dims = var_dims[name]
-    starts = schema.unit_windows(units).starts
-    if schema.mode == "concat":  # a batch expands to many windows: use its first
-        counts = schema.unit_window_counts(units)
-        first = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        starts = {d: s[first] for d, s in starts.items()}
-    ids = []
-    for d, b in zip(dims, src.bounds, strict=True):
-        s = starts.get(d)
-        ids.append(
-            np.zeros(n, np.int64)
-            if s is None
-            else np.searchsorted(b, s, side="right") - 1
-        )
-    return np.ravel_multi_index(ids, src.nchunks).astype(np.int64)
+    return grid.labels(schema, units)

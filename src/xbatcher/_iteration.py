@@ -1,0 +1,111 @@
+"""Iterating over an epoch: groups of batches, read-ahead, the cursor.
+
+An iteration reads its batches a group at a time (about ``_GROUP_BYTES`` of output,
+gathered together) and, over chunked sources, has a background thread decode the
+chunks of the next groups (``_READAHEAD_BYTES`` of output) while the current group is
+gathered. Each iteration advances its own :class:`~xbatcher._state.Cursor`; the epoch
+it follows is the cursor's, fixed when it started.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ._state import Cursor
+from .engine import BatchEngine, prefetch
+from .plan import EpochPlan
+
+__all__ = ["batches", "group_size", "groups_of_batches"]
+
+T = TypeVar("T")
+Units = NDArray[np.int64]
+_GROUP_BYTES = 2 * 2**20  # output gathered at once while iterating (cache-friendly)
+_MAX_GROUP = 512
+# output bytes whose chunks are decoded ahead of the consumer (capped at a quarter of
+# the block cache, so prefetched chunks are not evicted before they are used); about
+# two chunk-aware shuffle pools, so the next pool decodes while this one is gathered
+_READAHEAD_BYTES = 128 * 2**20
+
+
+def batches(
+    plan: EpochPlan,
+    engine: BatchEngine,
+    cursor: Cursor,
+    read_group: Callable[[list[Units]], Iterable[T]],
+    finish: Callable[[Cursor], None],
+) -> Iterator[T]:
+    """The batches of ``cursor.epoch`` from ``cursor.position`` on, each group read
+    by ``read_group``; ``cursor.position`` counts the batches yielded, and ``finish``
+    is called once the epoch's last batch was yielded."""
+    indices = range(cursor.position, plan.num_batches())
+    groups = groups_of_batches(plan, engine, cursor.epoch, indices, group_size(engine))
+    for first, group in groups:
+        for j, batch in enumerate(read_group(group)):
+            cursor.position = first + j + 1
+            yield batch
+    finish(cursor)
+
+
+def group_size(engine: BatchEngine) -> int:
+    """Batches gathered at once while iterating (about ``_GROUP_BYTES`` of output)."""
+    return int(max(1, min(_MAX_GROUP, _GROUP_BYTES // engine.batch_nbytes)))
+
+
+def _readahead_groups(engine: BatchEngine, step: int) -> int:
+    """Groups of ``step`` batches whose chunks are requested ahead at once."""
+    group_bytes = max(1, step * engine.batch_nbytes)
+    budget = min(_READAHEAD_BYTES, engine.block_cache.max_bytes // 4)
+    return max(1, budget // group_bytes)
+
+
+def _prefetch(
+    plan: EpochPlan, first: int, stop: int, epoch: int, engine: BatchEngine
+) -> None:
+    """Decode the chunks of batches ``first .. stop - 1`` of ``epoch`` (background)."""
+    prefetch(engine, np.concatenate(plan.batch_units(epoch, first, stop)))
+
+
+def groups_of_batches(
+    plan: EpochPlan, engine: BatchEngine, epoch: int, indices: range, step: int
+) -> Iterator[tuple[int, list[Units]]]:
+    """Units of consecutive groups of ``step`` batches of ``epoch``; with chunked
+    sources, the chunks of the next groups (``_READAHEAD_BYTES`` of output) are
+    requested together from a background thread while the current group is
+    gathered."""
+    firsts = range(indices.start, indices.stop, step)
+    if not engine.chunked:
+        for first in firsts:
+            stop = min(first + step, indices.stop)
+            yield first, plan.batch_units(epoch, first, stop)
+        return
+    ahead = _readahead_groups(engine, step)
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xbatcher-prefetch")
+    try:
+        pending: dict[int, Future[None]] = {}
+        job: Future[None] | None = None
+        for k, first in enumerate(firsts):
+            units = plan.batch_units(epoch, first, min(first + step, indices.stop))
+            future = pending.pop(k, None)
+            if future is not None and (future.done() or k % ahead == 0):
+                future.result()  # re-raises a failed read here, never hangs
+            if k % ahead == 0 and k + 1 < len(firsts):
+                # the chunks of the next `ahead` groups, requested at once
+                last = min(k + ahead, len(firsts) - 1)
+                stop = min(firsts[last] + step, indices.stop)
+                job = pool.submit(_prefetch, plan, firsts[k + 1], stop, epoch, engine)
+                pending.update(dict.fromkeys(range(k + 1, last + 1), job))
+            yield first, units
+        if job is not None:
+            job.result()  # the last job's errors, had no group waited for it
+    finally:
+        # never wait here: an abandoned iteration is closed wherever its last
+        # reference goes (the garbage collector, in any thread, maybe one that
+        # holds a lock the prefetch job needs, or the prefetch thread itself).
+        # A running job finishes on its own and settles the chunks it claimed;
+        # on a normal end, job.result() above has waited for it already.
+        pool.shutdown(wait=False, cancel_futures=True)
