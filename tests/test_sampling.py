@@ -815,3 +815,19 @@ def test_module_does_not_import_xarray_or_frameworks() -> None:
     for name in ("xarray", "torch", "tensorflow", "jax", "dask", "pandas"):
         assert f"import {name}" not in source
         assert f"from {name}" not in source
+
+
+def test_block_shuffle_sampler_pickles_without_its_plan_memo() -> None:
+    import pickle
+
+    labels = np.arange(20_000) // 500
+    groups = UnitGroups.from_labels(labels)
+    s = BlockShuffleSampler(seed=3, resident_groups=4)
+    before = len(pickle.dumps(s))
+    first = s.units(20_000, 0, np.arange(20_000), groups)
+    again = pickle.loads(pickle.dumps(s))
+    assert len(pickle.dumps(s)) == before < 1024  # the memo stays behind
+    assert again == s
+    np.testing.assert_array_equal(
+        again.units(20_000, 0, np.arange(20_000), groups), first
+    )

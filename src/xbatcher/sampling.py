@@ -379,6 +379,15 @@ class BlockShuffleSampler(Sampler):
         """Number of positions in one epoch: ``n_units``."""
         return _check_int("n_units", n_units, 0, "Pass the number of units.")
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickles without its per-epoch plan memo (rebuilt on use in a worker)."""
+        return {"seed": self.seed, "resident_groups": self.resident_groups}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        object.__setattr__(self, "seed", state["seed"])
+        object.__setattr__(self, "resident_groups", state["resident_groups"])
+        object.__setattr__(self, "_plans", {})
+
     def _plan(self, epoch: int, groups: UnitGroups) -> BlockPlan:
         cache_key = (epoch, id(groups))
         plan = self._plans.get(cache_key)
