@@ -19,6 +19,7 @@ from numpy.typing import NDArray
 from ._state import Cursor
 from .engine import BatchEngine, prefetch
 from .plan import EpochPlan
+from .sampling import ShuffleSampler
 
 __all__ = ["batches", "group_size", "groups_of_batches"]
 
@@ -26,6 +27,11 @@ T = TypeVar("T")
 Units = NDArray[np.int64]
 _GROUP_BYTES = 2 * 2**20  # output gathered at once while iterating (cache-friendly)
 _MAX_GROUP = 512
+# a full shuffle over chunked data draws every group from the whole store, so each
+# group pays a fixed cost per touched chunk: bigger groups put more windows on each
+# chunk (S1: 2 MiB -> 0.92x, 8 MiB -> 1.12x of read-each-chunk-once). Batches are views
+# of their group's buffer, so a batch kept alive holds at most this much memory.
+_SHUFFLE_GROUP_BYTES = 8 * 2**20
 # output bytes whose chunks are decoded ahead of the consumer (capped at a quarter of
 # the block cache, so prefetched chunks are not evicted before they are used); about
 # two chunk-aware shuffle pools, so the next pool decodes while this one is gathered
@@ -43,7 +49,8 @@ def batches(
     by ``read_group``; ``cursor.position`` counts the batches yielded, and ``finish``
     is called once the epoch's last batch was yielded."""
     indices = range(cursor.position, plan.num_batches())
-    groups = groups_of_batches(plan, engine, cursor.epoch, indices, group_size(engine))
+    step = group_size(engine, plan)
+    groups = groups_of_batches(plan, engine, cursor.epoch, indices, step)
     for first, group in groups:
         for j, batch in enumerate(read_group(group)):
             cursor.position = first + j + 1
@@ -51,9 +58,21 @@ def batches(
     finish(cursor)
 
 
-def group_size(engine: BatchEngine) -> int:
-    """Batches gathered at once while iterating (about ``_GROUP_BYTES`` of output)."""
-    return int(max(1, min(_MAX_GROUP, _GROUP_BYTES // engine.batch_nbytes)))
+def group_size(engine: BatchEngine, plan: EpochPlan | None = None) -> int:
+    """Batches gathered at once while iterating: about ``_GROUP_BYTES`` of output, or
+    ``_SHUFFLE_GROUP_BYTES`` (at most a quarter of the chunk cache) for a full shuffle
+    over chunked sources."""
+    budget = _GROUP_BYTES
+    if (
+        plan is not None
+        and isinstance(plan.sampler, ShuffleSampler)
+        and engine.chunked
+        and plan.schema.batch_size is not None
+    ):
+        budget = max(
+            budget, min(_SHUFFLE_GROUP_BYTES, engine.block_cache.max_bytes // 4)
+        )
+    return int(max(1, min(_MAX_GROUP, budget // engine.batch_nbytes)))
 
 
 def _readahead_groups(engine: BatchEngine, step: int) -> int:
