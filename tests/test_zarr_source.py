@@ -406,15 +406,7 @@ def test_zarr_on_s3_is_read_directly_and_correctly(s3_endpoint, tmp_path):
     fetched concurrently from the decode threads and decoded like local ones."""
     url = "s3://xbatcher-test/direct.zarr"
     _write(_data(), url, {}, storage_options=s3_endpoint)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        lazy = xr.open_dataset(
-            url,
-            engine="zarr",
-            chunks=None,
-            consolidated=False,
-            storage_options=s3_endpoint,
-        )
+    lazy = _open(url, storage_options=s3_endpoint)
     src = make_source("v", lazy["v"].variable)
     assert isinstance(src, ZarrSource)
     _check_chunks(src, _data()["v"].values)
@@ -465,15 +457,7 @@ def test_null_fill_values_over_s3(s3_endpoint):
 
     fs = s3fs.S3FileSystem(**s3_endpoint)
     fs.rm([f"{url}/v/1.{y}.0" for y in range(4)])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        lazy = xr.open_dataset(
-            url,
-            engine="zarr",
-            chunks=None,
-            consolidated=False,
-            storage_options=s3_endpoint,
-        )
+    lazy = _open(url, storage_options=s3_endpoint)
     src = make_source("v", lazy["v"].variable)
     assert isinstance(src, ZarrSource)
     assert src._fetch.root is None  # read through the store's get
