@@ -118,6 +118,7 @@ def test_two_aligned_generators_follow_both_plans() -> None:
 @settings(max_examples=20, deadline=None)
 @given(first=st.integers(0, 7), length=st.integers(0, 7), epoch=st.integers(0, 2))
 def test_read_many_equals_read(first: int, length: int, epoch: int) -> None:
+    """Also ``read_indices`` of a worker's every other batch."""
     bgen = _gen(_ds(), shuffle=True, seed=1)
     pairs = BatchPairs(bgen, inputs=["a", "s"], targets=["y"])
     n = len(pairs)
@@ -130,6 +131,9 @@ def test_read_many_equals_read(first: int, length: int, epoch: int) -> None:
         np.testing.assert_array_equal(x, x1)
         np.testing.assert_array_equal(y, y1)
         assert y.shape == (x.shape[0], 1)  # a list of one: a channel axis
+    strided = list(range(first, n, 2))
+    for i, (x, _) in zip(strided, pairs.read_indices(epoch, strided), strict=True):
+        np.testing.assert_array_equal(x, pairs.read(epoch, i)[0])
 
 
 def test_array_path_adds_no_copy_for_one_variable() -> None:
@@ -317,5 +321,11 @@ def test_unstackable_inputs_and_channel_axis_are_refused() -> None:
         stack_channels(
             [np.zeros((2, 3)), np.zeros((2, 4))], [("s", "x"), ("s", "x")], 1
         )
-    with pytest.raises(SchemaError, match=r"index must be an int no larger|index"):
-        BatchPairs(bgen, inputs="a").read(0, len(bgen))
+    pairs = BatchPairs(bgen, inputs="a")
+    with pytest.raises(
+        IndexError, match=r"batch index 6 is out of range for 6 .*-6..5"
+    ):
+        pairs.read(0, len(bgen))
+    with pytest.raises(TypeError, match=r"must be an integer; got 1.5 of type float"):
+        pairs.read(0, 1.5)  # type: ignore[arg-type]
+    np.testing.assert_array_equal(pairs.read(0, -1)[0], pairs.read(0, 5)[0])

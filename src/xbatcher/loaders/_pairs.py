@@ -31,6 +31,7 @@ Rules (also in ``docs/loaders.md``):
 from __future__ import annotations
 
 import copy
+import operator
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -46,7 +47,13 @@ from ..engine import (
     read_batches,
     read_batches_xarray,
 )
-from ..errors import InputTypeError, SchemaError, VariableError
+from ..errors import (
+    BatchIndexError,
+    BatchIndexTypeError,
+    InputTypeError,
+    SchemaError,
+    VariableError,
+)
 from ..generator import BatchGenerator
 from ..plan import EpochPlan
 from ._arrays import native_array
@@ -235,10 +242,14 @@ class BatchPairs:
         epoch : int
             The epoch whose order is followed.
         index : int
-            The batch, ``0 .. len(self) - 1``.
+            The batch, ``0 .. len(self) - 1`` (negative ones count from the end).
+
+        Raises
+        ------
+        xbatcher.errors.BatchIndexError
+            ``index`` out of range (also an ``IndexError``).
         """
-        i = self._check_index(index)
-        return self.read_many(epoch, i, i + 1)[0]
+        return self.read_indices(epoch, [index])[0]
 
     def read_many(self, epoch: int, first: int, stop: int) -> list[Item]:
         """Batches ``first .. stop - 1`` of ``epoch``, gathered together (one chunk
@@ -248,13 +259,20 @@ class BatchPairs:
         stop = check_int(
             stop, "stop", minimum=first, maximum=n, fix=f"Use {first} .. {n}."
         )
-        if stop == first:
+        return self.read_indices(epoch, range(first, stop))
+
+    def read_indices(self, epoch: int, indices: Sequence[int]) -> list[Item]:
+        """Batches ``indices`` of ``epoch`` (any order, e.g. a worker's every n-th
+        batch), gathered together as :meth:`read_many` does."""
+        n = len(self)
+        idx = [_check_index(i, n) for i in indices]
+        if not idx:
             return []
-        xs = self._side_values(self.x, self.transform, epoch, first, stop)
+        xs = self._side_values(self.x, self.transform, epoch, idx)
         if self.y is None:
             ys: list[Any] = []
         else:
-            ys = self._side_values(self.y, self.target_transform, epoch, first, stop)
+            ys = self._side_values(self.y, self.target_transform, epoch, idx)
         if self.as_dict:
             return [{**x, **(ys[k] if ys else {})} for k, x in enumerate(xs)]
         if self.y is None:
@@ -266,10 +284,9 @@ class BatchPairs:
         side: _Side,
         fn: Callable[[Any], Any] | None,
         epoch: int,
-        first: int,
-        stop: int,
+        indices: list[int],
     ) -> list[Any]:
-        batches = side.plan.batch_units(epoch, first, stop)
+        batches = _batch_units(side.plan, epoch, indices)
         if fn is not None and self.transform_on == "xarray":
             out = []
             for batch in read_batches_xarray(side.full, batches):
@@ -310,14 +327,32 @@ class BatchPairs:
             return stack_channels(arrays, dims, self.channel_axis, "transform result")
         return obj
 
-    def _check_index(self, index: int) -> int:
-        n = len(self)
-        return check_int(
-            index, "index", maximum=max(n - 1, 0), fix=f"Batches are 0 .. {n - 1}."
-        )
-
 
 # ---------------------------------------------------------------------- helpers
+def _batch_units(plan: EpochPlan, epoch: int, indices: list[int]) -> list[Units]:
+    """Units of batches ``indices`` of ``epoch`` (consecutive runs asked at once)."""
+    if indices == list(range(indices[0], indices[0] + len(indices))):
+        return plan.batch_units(epoch, indices[0], indices[0] + len(indices))
+    return [plan.batch_units(epoch, i, i + 1)[0] for i in indices]
+
+
+def _check_index(index: Any, n: int) -> int:
+    """``index`` as a batch number in ``0 .. n - 1`` (negative: from the end)."""
+    try:
+        i = operator.index(index)
+    except TypeError:
+        raise BatchIndexTypeError(
+            f"batch index must be an integer; got {index!r} of type "
+            f"{type(index).__name__}. Use one int, one batch at a time."
+        ) from None
+    if not -n <= i < n:
+        raise BatchIndexError(
+            f"batch index {i} is out of range for {n} batches (list index out of "
+            f"range); use an index in {-n}..{n - 1}."
+        )
+    return i + n if i < 0 else i
+
+
 def stack_channels(
     arrays: Sequence[NDArray[Any]],
     dims: Sequence[Sequence[Hashable]],
@@ -469,7 +504,7 @@ def _side(
     if missing:
         raise VariableError(
             f"{what} names {missing}, not data variables of the Dataset; its "
-            f"variables are {variables}."
+            f"variables are {variables}. Use one of them (check the spelling)."
         )
     if len(set(chosen)) != len(chosen):
         raise SchemaError(f"{what}={list(chosen)} repeats a variable; name each once.")
