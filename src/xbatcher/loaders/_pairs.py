@@ -510,6 +510,7 @@ def _side(
         raise SchemaError(f"{what}={list(chosen)} repeats a variable; name each once.")
     restricted = copy.copy(engine)
     restricted.sources = {n: engine.sources[n] for n in chosen}
+    restricted.var_dims = {n: engine.var_dims[n] for n in chosen}
     return _Side(what, gen.plan, restricted, engine, chosen, listed, key)
 
 
