@@ -67,7 +67,11 @@ T_DataArrayOrSet = xr.DataArray | xr.Dataset
 Transform = Callable[[Any], Any]
 TransformOn = Literal["xarray", "tensors"]
 _named_tensor = named_tensor  # the accessors' entry point
-_GROUP_BYTES = 4 * 2**20  # batches a stream reads at once (about this much output)
+# batches a stream reads at once (about this much output): more per read is faster,
+# but the consumer waits for the whole read; a worker is asked for only a few batches
+# ahead (prefetch_factor), so its reads are kept short
+_GROUP_BYTES = 4 * 2**20
+_WORKER_GROUP_BYTES = 2**20
 _MAX_GROUP = 64
 
 
@@ -494,12 +498,12 @@ class IterableDataset(torch.utils.data.IterableDataset[Any]):
             epoch, start = self._shared.get(stream)
             indices = stream_indices(start, len(pairs), worker, n_workers)
         self._live = (epoch, indices.start)
-        return self._batches(pairs, epoch, indices, stream, info is None)
+        step = _group(pairs, _GROUP_BYTES if info is None else _WORKER_GROUP_BYTES)
+        return self._batches(pairs, epoch, indices, stream, step)
 
     def _batches(
-        self, pairs: BatchPairs, epoch: int, indices: range, stream: int, main: bool
+        self, pairs: BatchPairs, epoch: int, indices: range, stream: int, step: int
     ) -> Iterator[Any]:
-        step = _group(pairs)
         for k in range(0, len(indices), step):
             group = indices[k : k + step]
             for i, values in zip(group, pairs.read_indices(epoch, group), strict=True):
@@ -507,7 +511,7 @@ class IterableDataset(torch.utils.data.IterableDataset[Any]):
                 yield _item(pairs, values, self._x_fn, self._y_fn)
         self._live = None
         self._shared.finish(stream, epoch)
-        if main:  # one process: every stream moves on, and the generators too
+        if stream == 0:  # one process: every stream moves on, and the generators too
             self._shared.set(epoch + 1, 0)
             for g in (self.X_generator, self.y_generator):
                 if g is not None:
@@ -525,10 +529,10 @@ def _stream(info: Any) -> int:
     return 0 if info is None else 1 + int(info.id)
 
 
-def _group(pairs: BatchPairs) -> int:
-    """Batches a stream reads at once: about ``_GROUP_BYTES`` of output."""
+def _group(pairs: BatchPairs, budget: int) -> int:
+    """Batches a stream reads at once: about ``budget`` bytes of output."""
     nbytes = max(1, pairs.x.engine.batch_nbytes)
-    return int(max(1, min(_MAX_GROUP, _GROUP_BYTES // nbytes)))
+    return int(max(1, min(_MAX_GROUP, budget // nbytes)))
 
 
 def _distributed_ranks() -> tuple[int, int] | None:
