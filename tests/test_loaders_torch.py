@@ -371,3 +371,81 @@ def test_04_signature_with_persistent_workers_reshuffles_each_epoch() -> None:
     for epoch, ids in enumerate(orders):
         assert ids == [u.tolist() for u in x_gen.plan.batch_units(epoch, 0, 9)]
     assert orders[0] != orders[1] != orders[2]
+
+
+def test_device_prefetcher_copies_ahead_on_a_side_stream(monkeypatch: Any) -> None:
+    """The CUDA path's order of events, with the CUDA calls replaced by recorders
+    (no GPU here): batch k + 1 is copied on the side stream before batch k is
+    yielded, and the current stream waits for the copy and records each batch."""
+    from xbatcher.loaders import _torch_device as dev
+
+    events: list[tuple[Any, ...]] = []
+    where = {"stream": "current"}
+
+    class Stream:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def wait_stream(self, other: Stream) -> None:
+            events.append(("wait", self.name, other.name))
+
+    class Use:
+        def __init__(self, stream: Stream) -> None:
+            self.stream = stream
+
+        def __enter__(self) -> None:
+            where["stream"] = self.stream.name
+
+        def __exit__(self, *exc: Any) -> None:
+            where["stream"] = "current"
+
+    current = Stream("current")
+    monkeypatch.setattr(torch.cuda, "Stream", lambda device: Stream("side"))
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device: current)
+    monkeypatch.setattr(torch.cuda, "stream", Use)
+    monkeypatch.setattr(
+        dev,
+        "move_to",
+        lambda b, device, nb: events.append(("copy", b, where["stream"], nb)) or b,
+    )
+    monkeypatch.setattr(
+        dev, "_record", lambda b, s: events.append(("record", b, s.name))
+    )
+    for b in dev.DevicePrefetcher([0, 1], "cuda"):
+        events.append(("yield", b))
+    assert events == [
+        ("copy", 0, "side", True),
+        ("wait", "current", "side"),
+        ("record", 0, "current"),
+        ("copy", 1, "side", True),
+        ("yield", 0),
+        ("wait", "current", "side"),
+        ("record", 1, "current"),
+        ("yield", 1),
+    ]
+
+
+def test_map_dataset_resumes_through_a_stateful_loader_with_workers() -> None:
+    from torchdata.stateful_dataloader import StatefulDataLoader
+
+    def loader(epoch: int | None = None) -> Any:
+        dataset = MapDataset(_gen(), inputs="x", targets="y")
+        if epoch is not None:
+            dataset.set_epoch(epoch)
+        return StatefulDataLoader(
+            dataset,
+            batch_size=None,
+            num_workers=2,
+            multiprocessing_context="fork",
+            shuffle=True,
+            generator=torch.Generator().manual_seed(0),
+        )
+
+    full = [y.tolist() for _, y in loader(epoch=1)]
+    first = loader(epoch=1)
+    batches = iter(first)
+    head = [next(batches)[1].tolist() for _ in range(4)]
+    state = first.state_dict()
+    resumed = loader()  # a fresh process: the epoch comes from the checkpoint
+    resumed.load_state_dict(state)
+    assert head + [y.tolist() for _, y in resumed] == full
