@@ -158,12 +158,18 @@ def test_as_dict_stacked_inputs_and_tensor_transforms() -> None:
     ("context", "persistent"), [("fork", True), ("spawn", True), ("fork", False)]
 )
 def test_workers_give_the_one_process_batches_and_a_new_order_each_epoch(
-    context: str, persistent: bool
+    context: str, persistent: bool, tmp_path: Path
 ) -> None:
+    """Spawned workers get a Zarr-backed dataset: its engine travels as the store's
+    path and reopens it in the worker."""
     ds = _ds()
-    one = IterableDataset(_gen(), inputs="x", targets="y")
+    data = ds
+    if context == "spawn":
+        ds.to_zarr(tmp_path / "data.zarr", consolidated=False)
+        data = xr.open_dataset(tmp_path / "data.zarr", engine="zarr", chunks=None)
+    one = IterableDataset(_gen(data), inputs="x", targets="y")
     expected = [_epoch_ids(_loader(one), ds) for _ in range(2)]
-    dataset = IterableDataset(_gen(), inputs="x", targets="y")
+    dataset = IterableDataset(_gen(data), inputs="x", targets="y")
     loader = _loader(
         dataset, 2, multiprocessing_context=context, persistent_workers=persistent
     )
@@ -291,6 +297,8 @@ def test_resume_state_mismatch_is_refused() -> None:
         SchemaError, match=r"position must be an int in 0 \.\. 9.*got 10"
     ):
         dataset.set_epoch(0, position=10)
+    with pytest.raises(SchemaError, match=r"rank must be an int in \[0, 2\).*got 2"):
+        IterableDataset(_gen(), inputs="x", rank=2, world_size=2)
     with pytest.raises(SchemaError, match=r"both rank= and world_size= or neither"):
         IterableDataset(_gen(), inputs="x", rank=1)
     with pytest.raises(
