@@ -16,6 +16,7 @@ __all__ = [
     "SchemaError",
     "StateError",
     "StateTypeError",
+    "VariableError",
     "XbatcherError",
     "XbatcherWarning",
 ]
@@ -31,6 +32,13 @@ class SchemaError(XbatcherError, ValueError):
 
 class DimensionError(XbatcherError, KeyError):
     """A dimension name is not present in the data."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0]) if self.args else ""
+
+
+class VariableError(XbatcherError, KeyError):
+    """A variable name (``inputs=``, ``targets=``) is not a data variable."""
 
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable
         return str(self.args[0]) if self.args else ""

@@ -1,10 +1,20 @@
 """PyTorch datasets over batch generators (the ``xbatcher.loaders.torch`` of 0.4).
 
-``MapDataset`` and ``IterableDataset`` take the same arguments as in xbatcher 0.4. Each
-item is one batch of the generator(s), so use them with ``DataLoader(batch_size=None)``.
-With the default ``transform`` the tensors are built from the array fast path
-(``bgen.arrays[i]``, fresh arrays wrapped without a copy) and hold the values of
-``to_tensor(bgen[i])``; a custom ``transform`` receives the xarray batch, as in 0.4.
+``MapDataset`` and ``IterableDataset`` take the arguments of xbatcher 0.4 plus
+keyword-only ones (``inputs=``, ``targets=``, ``as_dict=``, ``transform_on=``, ranks).
+Each item is one batch, so use them with ``DataLoader(batch_size=None)``. Both read
+through a :class:`~xbatcher.loaders._pairs.BatchPairs` (the epoch plan and
+``read_batch``): tensors wrap the gathered arrays without a copy.
+
+* ``IterableDataset`` gives every batch exactly once per epoch across DataLoader
+  workers and DDP ranks (rank and world size from ``torch.distributed``, or
+  ``rank=`` / ``world_size=``), a new order each epoch (also with persistent
+  workers: ``set_epoch`` and the end of each epoch reach the workers through shared
+  memory), and resumes mid-epoch: ``state_dict`` / ``load_state_dict`` for torchdata's
+  ``StatefulDataLoader``, ``set_epoch(epoch, position=step)`` for a plain
+  ``DataLoader``.
+* ``MapDataset`` item ``i`` is batch ``i`` of the current epoch (``set_epoch``).
+* :class:`DevicePrefetcher` moves batches to the GPU on a side stream.
 
 Importing this module imports torch; without it, it raises an ``ImportError`` naming
 the extra to install.
@@ -22,16 +32,14 @@ Examples
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterator
 from types import ModuleType
 from typing import Any
 
-import xarray as xr
-from numpy.typing import NDArray
-
-from ..errors import OptionalDependencyError
+from ..errors import OptionalDependencyError, StateTypeError
 from ..generator import BatchGenerator
-from ._arrays import as_dataarray, check_aligned, native_array, single_array
+from ._arrays import check_aligned, single_array
+from ._epochs import SharedEpochs
+from ._pairs import Names
 
 try:
     import torch
@@ -47,95 +55,53 @@ try:
 except ImportError:  # batches are then loaded one by one by the transform
     dask = None
 
-__all__ = ["IterableDataset", "MapDataset", "to_tensor"]
+# the framework-side modules import torch: after the check above
+from ._torch_device import DevicePrefetcher, named_tensor, to_tensor  # noqa: E402
+from ._torch_items import (  # noqa: E402
+    Transform,
+    TransformOn,
+    as_tensor,
+    check_epoch,
+    item,
+    pairs_for,
+)
+from ._torch_iterable import IterableDataset  # noqa: E402
 
-T_DataArrayOrSet = xr.DataArray | xr.Dataset
-Transform = Callable[[T_DataArrayOrSet], Any]
+__all__ = ["DevicePrefetcher", "IterableDataset", "MapDataset", "to_tensor"]
 
-
-def to_tensor(xr_obj: T_DataArrayOrSet) -> torch.Tensor:
-    """Copy a DataArray, or a Dataset with one data variable, into a ``torch.Tensor``.
-
-    Parameters
-    ----------
-    xr_obj : xarray.DataArray or xarray.Dataset
-        A batch; dask-backed data is computed.
-
-    Returns
-    -------
-    torch.Tensor
-        A new tensor (not sharing memory with ``xr_obj``) of the same shape, dim order,
-        dtype and values.
-
-    Raises
-    ------
-    xbatcher.errors.SchemaError
-        For a Dataset with several data variables.
-    """
-    return torch.tensor(native_array(as_dataarray(xr_obj).to_numpy()))
-
-
-def _array_tensor(batch: NDArray[Any] | dict[Hashable, NDArray[Any]]) -> torch.Tensor:
-    """A tensor over a fresh ``bgen.arrays`` batch (no copy when torch can share it)."""
-    array = native_array(single_array(batch))
-    if not array.flags.writeable:  # torch cannot share read-only memory
-        array = array.copy()
-    return torch.from_numpy(array)
-
-
-def _fast(generator: BatchGenerator, transform: Transform) -> bool:
-    """Whether ``transform(generator[i])`` equals ``_array_tensor(generator.arrays[i])``.
-
-    True for the default transform over a :class:`BatchGenerator` without a batch cache
-    (a cache's ``cache_preprocess`` may change the xarray batches).
-    """
-    return (
-        transform is to_tensor
-        and isinstance(generator, BatchGenerator)
-        and generator.cache is None
-    )
-
-
-def _tensors_at(pairs: list[tuple[BatchGenerator, Transform]], idx: int) -> list[Any]:
-    """``transform(generator[idx])`` for each pair; lazy batches computed together."""
-    out: list[Any] = [None] * len(pairs)
-    lazy: dict[int, T_DataArrayOrSet] = {}
-    for k, (generator, transform) in enumerate(pairs):
-        if _fast(generator, transform):
-            out[k] = _array_tensor(generator.arrays[idx])
-        else:
-            lazy[k] = generator[idx]
-    if lazy:
-        batches = dask.compute(*lazy.values()) if dask is not None else lazy.values()
-        for k, batch in zip(lazy, batches, strict=True):
-            out[k] = pairs[k][1](batch)
-    return out
-
-
-def _iter_tensors(generator: BatchGenerator) -> Iterator[torch.Tensor]:
-    """One epoch of ``generator`` as tensors (iteration reads many batches at once)."""
-    if _fast(generator, to_tensor):
-        return map(_array_tensor, generator.arrays)
-    return map(to_tensor, generator)
+_named_tensor = named_tensor  # the accessors' entry point
 
 
 class MapDataset(torch.utils.data.Dataset[Any]):
-    """Map-style PyTorch dataset: item ``i`` is batch ``i`` of the generator(s).
+    """Map-style PyTorch dataset: item ``i`` is batch ``i`` of the current epoch.
 
     Parameters
     ----------
     X_generator : xbatcher.BatchGenerator
-        Batches of inputs.
+        Batches of inputs (and of targets, with ``targets=``).
     y_generator : xbatcher.BatchGenerator, optional
-        Batches of targets, aligned with ``X_generator`` (same number of batches).
+        Batches of targets, aligned with ``X_generator`` (same number of batches,
+        same sampler).
     transform, target_transform : callable
-        Applied to the xarray batch of ``X_generator`` / ``y_generator``; the default,
-        :func:`to_tensor`, takes the array fast path instead (same values).
+        Applied to ``x`` / ``y`` of each item: to the xarray batch (as in 0.4; the
+        default, :func:`to_tensor`, takes the array fast path instead, same values),
+        or to the tensor with ``transform_on="tensors"``.
+    inputs, targets, as_dict, channel_axis
+        Which variables form ``x`` and ``y``, and how (see
+        :class:`~xbatcher.loaders._pairs.BatchPairs` and ``docs/loaders.md``).
+    transform_on : {"xarray", "tensors"}
+        What the transforms take.
 
     Raises
     ------
     xbatcher.errors.SchemaError
-        If the two generators give different numbers of batches.
+        If the two generators are not aligned, or a selection is invalid.
+
+    Notes
+    -----
+    Items follow ``self.epoch``: the epoch given to :meth:`set_epoch` (it reaches
+    DataLoader workers, persistent ones too), else the generator's. The DataLoader's
+    sampler decides the order in which items are asked for.
     """
 
     def __init__(
@@ -144,19 +110,90 @@ class MapDataset(torch.utils.data.Dataset[Any]):
         y_generator: BatchGenerator | None = None,
         transform: Transform = to_tensor,
         target_transform: Transform = to_tensor,
+        *,
+        inputs: Names = None,
+        targets: Names = None,
+        as_dict: bool = False,
+        channel_axis: int = 1,
+        transform_on: TransformOn = "xarray",
     ) -> None:
-        if y_generator is not None:
-            check_aligned(X_generator, y_generator)
-        self.X_generator = X_generator
+        self.X_generator: BatchGenerator | None = X_generator
         self.y_generator = y_generator
         self.transform = transform
         self.target_transform = target_transform
+        # 0.4's batch cache (cache=) is read through the generator, as 0.4 did
+        self._legacy = (
+            inputs is None
+            and targets is None
+            and not as_dict
+            and transform_on == "xarray"
+            and any(
+                g is not None and g.cache is not None
+                for g in (X_generator, y_generator)
+            )
+        )
+        if self._legacy:
+            if y_generator is not None:
+                check_aligned(X_generator, y_generator)
+            return
+        self._pairs, self._x_fn, self._y_fn = pairs_for(
+            X_generator,
+            y_generator,
+            transform,
+            target_transform,
+            transform_on,
+            inputs=inputs,
+            targets=targets,
+            as_dict=as_dict,
+            channel_axis=channel_axis,
+        )
+        self._shared = SharedEpochs(-1)  # -1: follow the generator's epoch
+        self._epoch_when_copied = X_generator.epoch
+
+    @property
+    def epoch(self) -> int:
+        """The epoch whose order items follow."""
+        if self._legacy:
+            assert self.X_generator is not None
+            return self.X_generator.epoch
+        chosen = self._shared.get(0)[0]
+        if chosen >= 0:
+            return chosen
+        if self.X_generator is not None:
+            return self.X_generator.epoch
+        return self._epoch_when_copied
+
+    def set_epoch(self, epoch: int) -> None:
+        """Items follow ``epoch`` (in this process and in every DataLoader worker)."""
+        e = check_epoch(epoch)
+        if self._legacy:
+            for g in (self.X_generator, self.y_generator):
+                if g is not None:
+                    g.set_epoch(e)
+            return
+        self._shared.set(e, 0)
+
+    def state_dict(self) -> dict[str, Any]:
+        """``{"epoch": ...}``: the DataLoader's sampler state holds the position."""
+        return {"epoch": self.epoch}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Follow the checkpoint's epoch (see :meth:`state_dict`)."""
+        if not isinstance(state, dict) or "epoch" not in state:
+            raise StateTypeError(
+                f"a MapDataset state is the dict state_dict() returned, with an "
+                f"'epoch'; got {state!r}. Pass that dict."
+            )
+        self.set_epoch(state["epoch"])
 
     def __len__(self) -> int:
-        return len(self.X_generator)
+        if self._legacy:
+            assert self.X_generator is not None
+            return len(self.X_generator)
+        return len(self._pairs)
 
     def __getitem__(self, idx: int | torch.Tensor) -> Any:
-        """Batch ``idx`` (an int or a one-element tensor): ``x`` or ``(x, y)``."""
+        """Batch ``idx`` (an int or a one-element tensor): ``x``, ``(x, y)`` or a dict."""
         if torch.is_tensor(idx):
             value = idx.tolist()
             if isinstance(value, list):
@@ -168,92 +205,32 @@ class MapDataset(torch.utils.data.Dataset[Any]):
                     )
                 value = value[0]
             idx = value
+        if self._legacy:
+            return self._legacyitem(idx)  # type: ignore[arg-type]
+        values = self._pairs.read(self.epoch, idx)  # type: ignore[arg-type]
+        return item(self._pairs, values, self._x_fn, self._y_fn)
+
+    def _legacyitem(self, idx: int) -> Any:
+        assert self.X_generator is not None
         pairs: list[tuple[BatchGenerator, Transform]] = [
             (self.X_generator, self.transform)
         ]
         if self.y_generator is not None:
             pairs.append((self.y_generator, self.target_transform))
-        out = _tensors_at(pairs, idx)  # type: ignore[arg-type]
+        out: list[Any] = []
+        batches = [g[idx] for g, _ in pairs]
+        if dask is not None:
+            batches = list(dask.compute(*batches))
+        for (g, fn), batch in zip(pairs, batches, strict=True):
+            if fn is to_tensor and g.cache_preprocess is None:
+                out.append(as_tensor(single_array(g.arrays[idx])))
+            else:
+                out.append(fn(batch))
         return out[0] if len(out) == 1 else tuple(out)
 
-
-class IterableDataset(torch.utils.data.IterableDataset[tuple[torch.Tensor, ...]]):
-    """Iterable PyTorch dataset: one epoch of ``(x, y)`` tensor batches.
-
-    In the main process it iterates both generators (an epoch each, so a shuffled
-    generator moves to its next epoch). Under ``DataLoader(num_workers=n)`` worker
-    ``k`` yields batches ``k, k + n, k + 2n, ...`` of the current epoch, so every batch
-    comes exactly once across the workers.
-
-    Parameters
-    ----------
-    X_generator, y_generator : xbatcher.BatchGenerator
-        Batches of inputs and of targets, with the same number of batches.
-
-    Raises
-    ------
-    xbatcher.errors.SchemaError
-        If the two generators give different numbers of batches.
-    """
-
-    def __init__(
-        self, X_generator: BatchGenerator, y_generator: BatchGenerator
-    ) -> None:
-        check_aligned(X_generator, y_generator)
-        self.X_generator = X_generator
-        self.y_generator = y_generator
-
-    def __len__(self) -> int:
-        return len(self.X_generator)
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
-        info = torch.utils.data.get_worker_info()
-        if info is None:
-            xs, ys = _iter_tensors(self.X_generator), _iter_tensors(self.y_generator)
-            for x in xs:
-                yield x, next(ys)
-            next(ys, None)  # let the targets' epoch end too
-            return
-        pairs: list[tuple[BatchGenerator, Transform]] = [
-            (self.X_generator, to_tensor),
-            (self.y_generator, to_tensor),
-        ]
-        for idx in range(info.id, len(self), info.num_workers):
-            yield tuple(_tensors_at(pairs, idx))
-
-
-# ---------------------------------------------------------------- accessor support
-_NAMED_TENSORS = hasattr(torch.Tensor, "names")
-
-
-class _LabelledTensor(torch.Tensor):
-    """A tensor that carries its dim names as ``.names`` (metadata only).
-
-    torch 2.13 removed named tensors; 0.4 code reads ``.names`` from the accessor's
-    tensors. Operations on it return plain tensors (torch-function dispatch is off).
-    """
-
-    names: tuple[Hashable | None, ...]
-
-
-_disabled = getattr(torch._C, "_disabled_torch_function_impl", None)
-if _disabled is not None:  # else operations keep the subclass: slower, same values
-    _LabelledTensor.__torch_function__ = _disabled  # type: ignore[method-assign]
-
-
-def _named_tensor(obj: T_DataArrayOrSet, *, named: bool) -> torch.Tensor:
-    """:func:`to_tensor` of ``obj`` with dim names (``named``) or none, as torch allows.
-
-    With torch's named tensors the names are real ones; without them the tensor is a
-    :class:`_LabelledTensor` carrying the names.
-    """
-    da = as_dataarray(obj)
-    tensor = to_tensor(da)
-    names: tuple[Hashable | None, ...] = (
-        tuple(da.dims) if named else (None,) * tensor.ndim
-    )
-    if _NAMED_TENSORS:
-        return tensor.refine_names(*names) if named else tensor  # type: ignore[attr-defined]
-    labelled = tensor.as_subclass(_LabelledTensor)
-    labelled.names = names
-    return labelled
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        if not self._legacy:  # workers read through the pairs: no dataset travels
+            state["_epoch_when_copied"] = self.epoch
+            state["X_generator"] = state["y_generator"] = None
+        return state
