@@ -18,6 +18,7 @@ MODULES = [
     "xbatcher.loaders.torch",
     "xbatcher.lru",
     "xbatcher.plan",
+    "xbatcher.prefetch",
     "xbatcher.reader",
     "xbatcher.sampling",
     "xbatcher.schema",
