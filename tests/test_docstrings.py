@@ -15,6 +15,7 @@ MODULES = [
     "xbatcher.engine",
     "xbatcher.generator",
     "xbatcher.layout",
+    "xbatcher.loaders.jax",
     "xbatcher.loaders.torch",
     "xbatcher.lru",
     "xbatcher.plan",
