@@ -211,3 +211,15 @@ def test_grain_workers_read_the_source(run_python: Any) -> None:
     result = run_python("-c", code)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "ok 10" in result.stdout
+
+
+def test_read_ahead_counts_the_bytes_of_the_variables_read() -> None:
+    from xbatcher.loaders._pairs import BatchPairs
+    from xbatcher.loaders._stream import item_nbytes
+
+    ds = _regression(64).assign(big=(("s", "f"), np.zeros((64, 4), "float64")))
+    bgen = xb.BatchGenerator(ds, {"f": 4}, batch_size=16)
+    # x: 16 x 4 float32, y: 16 float32 (not big, not sid)
+    assert item_nbytes(BatchPairs(bgen, inputs="x", targets="y")) == 16 * 4 * 4 + 64
+    x, y = BatchPairs(bgen, inputs="x", targets="y").read(0, 0)
+    assert x.nbytes + y.nbytes == 16 * 4 * 4 + 64

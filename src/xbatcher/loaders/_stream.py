@@ -16,6 +16,7 @@ import math
 from collections.abc import Iterator
 from typing import Any
 
+from .._iteration import group_size
 from .._validation import check_int
 from ..engine import BatchEngine
 from ..prefetch import Iterates, Prefetcher
@@ -24,24 +25,22 @@ from ._pairs import BatchPairs, Item
 
 __all__ = ["epoch_items", "item_nbytes", "unwrap"]
 
-_GROUP_BYTES = 4 * 2**20  # output read together (one chunk plan for the group)
-_MAX_GROUP = 64
 
-
-def _engine_nbytes(engine: BatchEngine) -> int:
-    """``engine.batch_nbytes`` of an engine whose ``sources`` were cut to a few
-    variables (``BatchPairs`` does that, leaving ``var_dims`` whole)."""
+def _consistent(engine: BatchEngine) -> BatchEngine:
+    """An engine whose ``sources`` were cut to a few variables (``BatchPairs`` does
+    that, leaving ``var_dims`` whole) with ``var_dims`` cut alike, so that its
+    ``batch_nbytes`` counts the variables read."""
     if list(engine.var_dims) != list(engine.sources):
         engine = copy.copy(engine)
         engine.var_dims = {k: engine.var_dims[k] for k in engine.sources}
-    return engine.batch_nbytes
+    return engine
 
 
 def item_nbytes(pairs: BatchPairs) -> int:
     """Bytes of one full item (inputs and targets), before any transform."""
-    size = _engine_nbytes(pairs.x.engine)
+    size = _consistent(pairs.x.engine).batch_nbytes
     if pairs.y is not None:
-        size += _engine_nbytes(pairs.y.engine)
+        size += _consistent(pairs.y.engine).batch_nbytes
     return int(size)
 
 
@@ -73,14 +72,16 @@ def epoch_items(
 ) -> Iterator[Item]:
     """The items of the epoch ``gen``'s next iteration follows, from its cursor on.
 
-    About ``prefetch`` batches (and ``max_bytes``) are read ahead on ``threads``
-    threads, in groups of consecutive batches; ``gen``'s cursor counts the items
-    delivered and its epoch ends after the last one. Closing the iterator (or
-    dropping it) stops the threads.
+    Batches are read in groups of consecutive batches, as many as the plain
+    iteration gathers at once (about 2 MiB of output; 8 MiB for a full shuffle of
+    chunked data), ``prefetch`` batches (and ``max_bytes``) ahead, rounded up to
+    whole groups (at least one), on ``threads`` threads. ``gen``'s cursor counts the items delivered and its epoch
+    ends after the last one. Closing the iterator (or dropping it) stops the
+    threads.
     """
     n = len(pairs)
     each = max(1, item_nbytes(pairs))
-    group = max(1, min(_MAX_GROUP, _GROUP_BYTES // each, max(1, prefetch // 2)))
+    group = group_size(_consistent(pairs.x.engine), pairs.x.plan)
     cursor = gen.start_iteration()
     epoch = cursor.epoch
 
