@@ -115,6 +115,21 @@ def test_prefetch_yields_the_batches_of_plain_iteration_in_order(
         xr.testing.assert_identical(batch, bgen[i])
 
 
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_prefetch_equals_plain_iteration_on_every_backend(
+    source: xr.Dataset | xr.DataArray, shuffle: bool
+) -> None:
+    bgen = xb.BatchGenerator(
+        source, {"lat": 4, "lon": 3}, batch_size=5, shuffle=shuffle, seed=2
+    )
+    expected = list(bgen.arrays)
+    bgen.set_epoch(0)
+    with bgen.prefetch(3, max_bytes="1MiB") as batches:
+        got = list(batches)
+    assert len(got) == len(expected) > 1
+    assert all(_same(a, b) for a, b in zip(got, expected, strict=True))
+
+
 def test_prefetch_follows_the_epochs_of_a_shuffled_generator() -> None:
     bgen = xb.BatchGenerator(_chunked(), {"feature": 6}, batch_size=4, shuffle=True)
     first = [b[:, 0].tolist() for b in bgen.prefetch(3)]
