@@ -333,6 +333,24 @@ def test_an_error_is_raised_in_the_consumer_with_its_traceback() -> None:
     _assert_threads_end(before)
 
 
+def test_items_before_a_failure_still_come_when_they_finish_after_it() -> None:
+    made: list[Prefetcher[int]] = []
+
+    def read(key: int) -> int:
+        if key == 1:  # still reading when item 2 fails
+            _wait(lambda: bool(made) and made[0]._shared.stop, "item 2 to fail")
+        if key == 2:
+            raise ValueError("item 2 failed")
+        return key
+
+    items = Prefetcher(range(10), read, depth=4, threads=3)
+    made.append(items)
+    assert next(items) == 0
+    assert next(items) == 1
+    with pytest.raises(ValueError, match="item 2 failed"):
+        next(items)
+
+
 def test_an_error_of_the_source_iterator_is_raised_in_order() -> None:
     def source() -> Iterator[int]:
         yield 1

@@ -91,7 +91,8 @@ class _Shared:
         # seq -> (ok, value or exception, bytes reserved for it)
         self.results: dict[int, tuple[bool, Any, int]] = {}
         self.end: int | None = None  # number of items, once the source is exhausted
-        self.stop = False
+        self.stop = False  # start no more items (closed, or an item failed)
+        self.closed = False  # closed: the consumer takes nothing more
 
     def admit(self) -> bool:
         """Whether a producer may start the next item (under ``cond``)."""
@@ -103,9 +104,10 @@ class _Shared:
         return self.max_bytes is None or self.reserved + self.estimate <= self.max_bytes
 
     def halt(self) -> None:
-        """Stop producing: producers exit after the item they are reading."""
+        """Close: producers exit after the item they are reading, the consumer
+        takes nothing more."""
         with self.cond:
-            self.stop = True
+            self.stop = self.closed = True
             self.cond.notify_all()
 
 
@@ -272,7 +274,8 @@ class Prefetcher(Generic[T]):
                     if ok:
                         return value  # type: ignore[no-any-return]
                     break
-                if shared.stop or (shared.end is not None and seq >= shared.end):
+                # after a failure the items before it still come, then its error
+                if shared.closed or (shared.end is not None and seq >= shared.end):
                     value = None
                     break
                 shared.cond.wait()
