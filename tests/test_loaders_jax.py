@@ -223,3 +223,14 @@ def test_read_ahead_counts_the_bytes_of_the_variables_read() -> None:
     assert item_nbytes(BatchPairs(bgen, inputs="x", targets="y")) == 16 * 4 * 4 + 64
     x, y = BatchPairs(bgen, inputs="x", targets="y").read(0, 0)
     assert x.nbytes + y.nbytes == 16 * 4 * 4 + 64
+
+
+def test_missing_jax_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from xbatcher.errors import OptionalDependencyError
+
+    monkeypatch.setitem(sys.modules, "jax", None)  # import of it fails
+    monkeypatch.delitem(sys.modules, "xbatcher.loaders.jax")
+    with pytest.raises(OptionalDependencyError, match=r'pip install "xbatcher\[jax\]"'):
+        __import__("xbatcher.loaders.jax")

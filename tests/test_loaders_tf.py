@@ -276,3 +276,20 @@ def test_py_dataset_with_processes_covers_every_batch(regression: xr.Dataset) ->
         orders.append(np.concatenate(ids).tolist())
     assert orders[0] != orders[1]
     assert sorted(orders[1]) == list(range(256))
+
+
+@pytest.mark.parametrize("module", ["tensorflow", "keras"])
+def test_missing_tensorflow_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, module: str
+) -> None:
+    import sys
+
+    from xbatcher.errors import OptionalDependencyError
+
+    monkeypatch.setitem(sys.modules, "tensorflow", None)  # import of it fails
+    for name in ("tensorflow", "keras"):
+        monkeypatch.delitem(sys.modules, f"xbatcher.loaders.{name}", raising=False)
+    with pytest.raises(
+        OptionalDependencyError, match=r'pip install "xbatcher\[tensorflow\]"'
+    ):
+        __import__(f"xbatcher.loaders.{module}")

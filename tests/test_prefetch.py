@@ -174,6 +174,69 @@ def test_map_delivers_in_key_order_when_items_finish_out_of_order() -> None:
         assert list(items) == [0, 10, 20, 30, 40, 50]
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    sizes=st.lists(st.integers(0, 3000), max_size=25),
+    depth=st.integers(1, 6),
+    threads=st.integers(1, 4),
+    max_bytes=st.one_of(st.none(), st.integers(0, 8000)),
+    fail_at=st.one_of(st.none(), st.integers(0, 30)),
+    use_fn=st.booleans(),
+)
+def test_prefetcher_delivers_in_order_within_budget_then_the_error(
+    sizes: list[int],
+    depth: int,
+    threads: int,
+    max_bytes: int | None,
+    fail_at: int | None,
+    use_fn: bool,
+) -> None:
+    """Any sizes, depth, threads, byte budget and failing item: the items before
+    the failure in order, then its error; never more than ``depth`` items (or,
+    beyond one item, ``max_bytes``) ahead of the consumer; no thread left."""
+    before = set(threading.enumerate())
+
+    def make(k: int) -> np.ndarray[Any, Any]:
+        if k == fail_at:
+            raise LookupError(f"item {k}")
+        return np.full(sizes[k], k % 251, dtype=np.uint8)
+
+    def source() -> Iterator[np.ndarray[Any, Any]]:
+        for k in range(len(sizes)):
+            yield make(k)
+
+    if use_fn:
+        items = Prefetcher(range(len(sizes)), make, depth=depth, threads=threads,
+                           max_bytes=max_bytes)  # fmt: skip
+    else:
+        items = Prefetcher(source(), depth=depth, max_bytes=max_bytes)
+    got = []
+    failed = fail_at is not None and fail_at < len(sizes)
+    error: LookupError | None = None
+    with items:
+        while True:
+            _fill(items)
+            count, held = items.in_flight
+            assert count <= depth
+            if max_bytes is not None and count > 1:
+                # admitted within the budget; each item being read when the last
+                # one was admitted may have come out bigger than estimated
+                assert held <= max_bytes + (threads if use_fn else 1) * max(sizes)
+            try:
+                got.append(next(items))
+            except StopIteration:
+                break
+            except LookupError as exc:
+                error = exc
+                break
+    assert (str(error) if error else None) == (f"item {fail_at}" if failed else None)
+    stop = fail_at if failed else len(sizes)
+    assert [int(a[0]) if a.size else None for a in got] == [
+        k % 251 if sizes[k] else None for k in range(stop)
+    ]
+    _assert_threads_end(before)
+
+
 # ----------------------------------------------------------------------- budgets
 @pytest.mark.parametrize("depth", [1, 2, 5])
 @pytest.mark.parametrize("threads", [1, 3])

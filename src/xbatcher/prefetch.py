@@ -188,8 +188,10 @@ class Prefetcher(Generic[T]):
     depth : int, default 2
         Items held ahead of the consumer at most (being read or waiting), >= 1.
     max_bytes : int or str, optional
-        Bytes held ahead of the consumer at most (``"64MiB"``...); one item is always
-        read, however large. ``None``: only ``depth`` bounds the prefetch.
+        Bytes held ahead of the consumer (``"64MiB"``...): an item is started only
+        while the items ahead and its expected size fit (an item may come out
+        bigger than expected); one item is always read, however large. ``None``:
+        only ``depth`` bounds the prefetch.
     threads : int, default 1
         Producer threads (with ``fn``: items read at once; the source itself is
         advanced by one thread at a time).
