@@ -169,6 +169,8 @@ def test_grain_reads_the_source_every_batch_once() -> None:
     bgen = xb.BatchGenerator(
         _regression(), {"f": 4}, batch_size=32, shuffle=True, seed=7
     )
+    stacked = GrainSource(bgen, inputs=["x", "y"], channel_axis=-1, epoch=1)
+    assert stacked[0].shape == (32, 4, 2)
     source = GrainSource(bgen, inputs="x", targets="sid", epoch=1)
     restored = pickle.loads(pickle.dumps(source))
     assert len(pickle.dumps(source)) < 20_000  # the plan and engine, not the data

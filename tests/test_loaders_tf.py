@@ -165,6 +165,10 @@ def test_dict_items_and_stacked_channels(regression: xr.Dataset) -> None:
     assert set(dataset.element_spec) == {"x", "y", "sid"}
     stacked = to_tf_dataset(bgen, inputs=["x", "y"], targets="sid")
     assert stacked.element_spec[0].shape.as_list() == [64, 2, 4]
+    last = to_tf_dataset(bgen, inputs=["x", "y"], channel_axis=-1)
+    assert last.element_spec.shape.as_list() == [64, 4, 2]  # channels last (Keras)
+    first_x = next(iter(last)).numpy()
+    np.testing.assert_array_equal(first_x[..., 0], _batches(bgen, 0)[0]["x"])
     for item, (x, y), batch in zip(dataset, stacked, _batches(bgen, 0), strict=True):
         np.testing.assert_array_equal(item["x"].numpy(), batch["x"])
         np.testing.assert_array_equal(item["sid"].numpy(), batch["sid"])

@@ -11,14 +11,12 @@ Framework-free.
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Iterator
 from typing import Any
 
 from .._iteration import group_size
 from .._validation import check_int
-from ..engine import BatchEngine
 from ..prefetch import Iterates, Prefetcher
 from ..reader import parse_bytes
 from ._pairs import BatchPairs, Item
@@ -26,21 +24,11 @@ from ._pairs import BatchPairs, Item
 __all__ = ["epoch_items", "item_nbytes", "unwrap"]
 
 
-def _consistent(engine: BatchEngine) -> BatchEngine:
-    """An engine whose ``sources`` were cut to a few variables (``BatchPairs`` does
-    that, leaving ``var_dims`` whole) with ``var_dims`` cut alike, so that its
-    ``batch_nbytes`` counts the variables read."""
-    if list(engine.var_dims) != list(engine.sources):
-        engine = copy.copy(engine)
-        engine.var_dims = {k: engine.var_dims[k] for k in engine.sources}
-    return engine
-
-
 def item_nbytes(pairs: BatchPairs) -> int:
     """Bytes of one full item (inputs and targets), before any transform."""
-    size = _consistent(pairs.x.engine).batch_nbytes
+    size = pairs.x.engine.batch_nbytes
     if pairs.y is not None:
-        size += _consistent(pairs.y.engine).batch_nbytes
+        size += pairs.y.engine.batch_nbytes
     return int(size)
 
 
@@ -81,7 +69,7 @@ def epoch_items(
     """
     n = len(pairs)
     each = max(1, item_nbytes(pairs))
-    group = group_size(_consistent(pairs.x.engine), pairs.x.plan)
+    group = group_size(pairs.x.engine, pairs.x.plan)
     cursor = gen.start_iteration()
     epoch = cursor.epoch
 

@@ -55,9 +55,10 @@ class JaxLoader:
     ----------
     X_generator, y_generator : xbatcher.BatchGenerator
         Inputs (and targets), as for :class:`~xbatcher.loaders._pairs.BatchPairs`.
-    inputs, targets, transform, target_transform, as_dict, transform_on
+    inputs, targets, transform, target_transform, as_dict, transform_on, channel_axis
         Which variables make ``x`` and ``y`` and how (transforms see numpy arrays,
-        or xarray batches); see ``docs/loaders.md``.
+        or xarray batches; ``channel_axis=-1`` puts stacked variables last); see
+        ``docs/loaders.md``.
     device : jax.Device or jax.sharding.Sharding, optional
         Where batches go (``jax.device_put``'s ``device``); default: JAX's default
         device.
@@ -89,6 +90,7 @@ class JaxLoader:
         target_transform: Callable[[Any], Any] | None = None,
         as_dict: bool = False,
         transform_on: Literal["arrays", "xarray"] = "arrays",
+        channel_axis: int = 1,
         device: Any = None,
         prefetch: int = 4,
         threads: int = 1,
@@ -104,6 +106,7 @@ class JaxLoader:
                 "target_transform": target_transform,
                 "as_dict": as_dict,
                 "transform_on": transform_on,
+                "channel_axis": channel_axis,
             },
         )
         self.generator = X_generator
@@ -164,7 +167,7 @@ class GrainSource:
     ----------
     X_generator, y_generator : xbatcher.BatchGenerator
         Inputs (and targets), as for :class:`~xbatcher.loaders._pairs.BatchPairs`.
-    inputs, targets, transform, target_transform, as_dict, transform_on
+    inputs, targets, transform, target_transform, as_dict, transform_on, channel_axis
         As for :class:`JaxLoader`.
     epoch : int, optional
         Whose order the batches follow (default: ``X_generator.epoch``); with a
@@ -191,6 +194,7 @@ class GrainSource:
         target_transform: Callable[[Any], Any] | None = None,
         as_dict: bool = False,
         transform_on: Literal["arrays", "xarray"] = "arrays",
+        channel_axis: int = 1,
         epoch: int | None = None,
     ) -> None:
         self.pairs = _pairs(
@@ -203,6 +207,7 @@ class GrainSource:
                 "target_transform": target_transform,
                 "as_dict": as_dict,
                 "transform_on": transform_on,
+                "channel_axis": channel_axis,
             },
         )
         first = X_generator.epoch if epoch is None else epoch

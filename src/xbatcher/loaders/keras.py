@@ -60,8 +60,9 @@ class PyDataset(tf.keras.utils.PyDataset):  # type: ignore[misc]
     ----------
     X_generator, y_generator : xbatcher.BatchGenerator
         Inputs (and targets), as for :class:`~xbatcher.loaders._pairs.BatchPairs`.
-    inputs, targets, transform, target_transform, as_dict, transform_on
-        Which variables make ``x`` and ``y`` and how; see ``docs/loaders.md``.
+    inputs, targets, transform, target_transform, as_dict, transform_on, channel_axis
+        Which variables make ``x`` and ``y`` and how; see ``docs/loaders.md``
+        (``channel_axis=-1`` puts stacked variables last, as Keras layers expect).
     epoch : int, optional
         The first epoch (default: ``X_generator.epoch``).
     workers, use_multiprocessing, max_queue_size
@@ -85,6 +86,7 @@ class PyDataset(tf.keras.utils.PyDataset):  # type: ignore[misc]
         target_transform: Callable[[Any], Any] | None = None,
         as_dict: bool = False,
         transform_on: Literal["arrays", "xarray"] = "arrays",
+        channel_axis: int = 1,
         epoch: int | None = None,
         workers: int = 1,
         use_multiprocessing: bool = False,
@@ -104,6 +106,7 @@ class PyDataset(tf.keras.utils.PyDataset):  # type: ignore[misc]
             target_transform=target_transform,
             as_dict=as_dict,
             transform_on=transform_on,
+            channel_axis=channel_axis,
         )
         first = X_generator.epoch if epoch is None else epoch
         self.epoch = check_int(first, "epoch", fix="Epochs are numbered 0, 1, ...")

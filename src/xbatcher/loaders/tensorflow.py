@@ -146,6 +146,7 @@ def to_tf_dataset(
     target_transform: Callable[[Any], Any] | None = None,
     as_dict: bool = False,
     transform_on: Literal["arrays", "xarray"] = "arrays",
+    channel_axis: int = 1,
     prefetch: int = 4,
     threads: int = 1,
     max_bytes: int | str | None = None,
@@ -163,8 +164,9 @@ def to_tf_dataset(
     ----------
     X_generator, y_generator : xbatcher.BatchGenerator
         Inputs (and targets), as for :class:`~xbatcher.loaders._pairs.BatchPairs`.
-    inputs, targets, transform, target_transform, as_dict, transform_on
-        Which variables make ``x`` and ``y`` and how; see ``docs/loaders.md``.
+    inputs, targets, transform, target_transform, as_dict, transform_on, channel_axis
+        Which variables make ``x`` and ``y`` and how; see ``docs/loaders.md``
+        (``channel_axis=-1`` puts stacked variables last, as Keras layers expect).
     prefetch : int, default 4
         Batches read ahead on background threads (``tf.data`` then prefetches
         with ``AUTOTUNE`` as well).
@@ -195,6 +197,7 @@ def to_tf_dataset(
         target_transform=target_transform,
         as_dict=as_dict,
         transform_on=transform_on,
+        channel_axis=channel_axis,
     )
     ahead, threads, budget = check_prefetch(prefetch, threads, max_bytes)
     if output_signature is None:
