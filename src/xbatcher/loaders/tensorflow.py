@@ -158,7 +158,10 @@ def to_tf_dataset(
     (``as_dict=True``), each a ``tf.Tensor`` holding the values of
     ``BatchPairs(...).read(epoch, i)``. Iterating the dataset again (each Keras epoch)
     follows the generator's next epoch (a new order with ``shuffle=``) from its
-    cursor, so ``X_generator.state_dict()`` says where training stands.
+    cursor, so ``X_generator.state_dict()`` says where training stands (counting
+    the batches read ahead too). The dataset's length is ``len(X_generator)``,
+    unless it is built right after ``load_state_dict`` restored a position: then the
+    first iteration is the rest of that epoch and the length is left unknown.
 
     Parameters
     ----------
