@@ -4,8 +4,8 @@
   :class:`~xbatcher.loaders._pairs.BatchPairs` (``inputs=`` / ``targets=`` or two
   aligned generators, as every xbatcher loader): item ``i`` is batch ``i`` of the
   current epoch as numpy arrays (any Keras backend), Keras' ``workers`` /
-  ``use_multiprocessing`` read items in parallel, and ``on_epoch_end`` moves to the
-  next epoch (a new order with ``shuffle=``).
+  ``use_multiprocessing`` read items in parallel, and each epoch Keras runs moves it
+  to the generator's next epoch (a new order with ``shuffle=``).
 * :class:`CustomTFDataset`: the ``xbatcher.loaders.keras`` class of 0.4, unchanged:
   item ``i`` is ``(x, y)``, batch ``i`` of both generators as ``tf.Tensor``;
   ``transform`` / ``target_transform`` take and return tensors.
