@@ -114,7 +114,7 @@ def test_missing_framework_names_the_extra(
     monkeypatch: pytest.MonkeyPatch, accessor: str, framework: str, extra: str
 ) -> None:
     monkeypatch.setitem(sys.modules, framework, None)  # import of it fails
-    for module in ("torch", "keras"):
+    for module in ("torch", "keras", "tensorflow"):
         monkeypatch.delitem(sys.modules, f"xbatcher.loaders.{module}", raising=False)
     da = xr.DataArray(np.zeros(2), dims="x")
     with pytest.raises(

@@ -118,6 +118,6 @@ class TFAccessor:
 
         A Dataset must have one data variable (``SchemaError`` otherwise).
         """
-        from .loaders.keras import _tf_tensor
+        from .loaders.tensorflow import to_tensor
 
-        return _tf_tensor(self._obj)
+        return to_tensor(self._obj)

@@ -44,6 +44,7 @@ from .errors import (
 )
 from .fingerprint import source_fingerprint
 from .plan import EpochPlan, make_sampler
+from .prefetch import EpochPrefetcher, prefetch_epoch
 from .reader import BlockCache, parse_bytes
 from .sampling import Sampler, SequentialSampler
 from .schema import BatchSchema
@@ -272,6 +273,14 @@ class BatchGenerator:
     def arrays(self) -> ArrayBatches:
         """The array fast path: batches as numpy (same values and layout as ``self[i]``)."""
         return ArrayBatches(self)
+
+    def prefetch(
+        self, n: int = 2, *, max_bytes: int | str | None = None, xarray: bool = False
+    ) -> EpochPrefetcher[Any]:
+        """``iter(self.arrays)`` (``xarray=True``: ``iter(self)``) read ahead on a
+        thread, ``n`` batches and ``max_bytes`` at most: see :mod:`xbatcher.prefetch`."""
+        read = _xarray_reader(self) if xarray else partial(read_batches, self.engine)
+        return prefetch_epoch(self, read, depth=n, max_bytes=max_bytes)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose order the next iteration follows.
