@@ -168,6 +168,46 @@ def rename_single_inputs(
     return out, out_indexes
 
 
+def _window_by_isel(
+    builder: XarrayBuilder,
+    arrays: Mapping[Hashable, Any],
+    coord_arrays: Mapping[Hashable, Any],
+    selector: Mapping[Hashable, slice],
+) -> xr.Dataset | xr.DataArray:
+    """A window batch (before stacking) as ``obj.isel(selector)``, with the lazy
+    variables and coordinates replaced by their gathered values: the route for
+    anything the direct constructors do not handle."""
+    obj = builder.obj
+    result = obj.isel(selector) if selector else obj.copy(deep=False)
+    if builder.block_coords:
+        result = result.assign_coords(
+            {
+                name: xr.Variable(
+                    builder.coord_meta[name][0],
+                    coord_arrays[name][0],
+                    builder.coord_meta[name][1],
+                )
+                for name in builder.block_coords
+            }
+        )
+    lazy = builder.lazy_vars
+    if isinstance(result, xr.DataArray):
+        if lazy:
+            result = result.copy(deep=False, data=arrays[lazy[0]][0])
+    elif lazy:
+        result = result.assign(
+            {
+                name: xr.Variable(
+                    builder.data_vars[name][0],
+                    arrays[name][0],
+                    builder.data_vars[name][1],
+                )
+                for name in lazy
+            }
+        )
+    return result
+
+
 class XarrayBuilder:
     """Builds xarray batches (0.4 layouts and sample layout) around gathered arrays.
 
@@ -457,32 +497,7 @@ class XarrayBuilder:
                 self.fast_dataset = False
                 return self.build_window(arrays, coord_arrays, first_starts)
         else:
-            result = self.obj.isel(selector) if selector else self.obj.copy(deep=False)
-            if self.block_coords:
-                result = result.assign_coords(
-                    {
-                        name: xr.Variable(
-                            *self.coord_meta[name][:1],
-                            coord_arrays[name][0],
-                            self.coord_meta[name][1],
-                        )
-                        for name in self.block_coords
-                    }
-                )
-            if isinstance(result, xr.DataArray):
-                if self.lazy_vars:
-                    result = result.copy(deep=False, data=arrays[self.lazy_vars[0]][0])
-            elif self.lazy_vars:
-                result = result.assign(
-                    {
-                        name: xr.Variable(
-                            self.data_vars[name][0],
-                            arrays[name][0],
-                            self.data_vars[name][1],
-                        )
-                        for name in self.lazy_vars
-                    }
-                )
+            result = _window_by_isel(self, arrays, coord_arrays, selector)
         stacked = self._window_stacked
         if len(stacked) >= 2:
             result = result.stack(sample=stacked).transpose(
