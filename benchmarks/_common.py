@@ -579,6 +579,11 @@ def nbytes_of(x: Any) -> int:
 
 def materialise(batch: Any) -> int:
     """Turn an xarray batch into numpy and return its byte count."""
-    if hasattr(batch, "data_vars"):
+    import xarray as xr
+
+    # isinstance, not hasattr(batch, "data_vars"): on a DataArray that probe goes
+    # through xarray's attribute lookup of coordinate names and raises (about as
+    # costly as building a small batch), which is harness time, not the library's
+    if isinstance(batch, xr.Dataset):
         return sum(int(np.asarray(v.values).nbytes) for v in batch.data_vars.values())
     return int(np.asarray(batch.values).nbytes)

@@ -435,3 +435,51 @@ def test_the_probes_read_no_data(fresh_probes):
     """The probes wrap arrays whose reads raise: passing means nothing was read."""
     with dask.config.set(scheduler="sync"):
         assert _dask_graph.views_work() and _dask_zarr.roots_work()
+
+
+def test_each_dask_array_is_walked_once(tmp_path, monkeypatch):
+    """Building sources over the same dask arrays again (another generator over the
+    same Dataset of two variables) walks no graph again: a walk costs microseconds
+    per chunk (before, only the last array's walk was kept)."""
+    from xbatcher.sources import _dask_zarr
+
+    assert _dask_zarr.roots_work()  # the probe's own walk, done (and kept) here
+    walked: list[str] = []
+    real = _dask_zarr.read_view
+
+    def counting(array: Any) -> Any:
+        walked.append(array.name)
+        return real(array)
+
+    monkeypatch.setattr(_dask_zarr, "read_view", counting)
+    values = np.arange(240, dtype=np.float32).reshape(6, 8, 5)
+    data = xr.Dataset({"v": (DIMS, values), "w": (DIMS, -values)})
+    _write(data, tmp_path / "s.zarr", {"v": {"chunks": (2, 4, 5)}})
+    ds = _open_zarr(tmp_path / "s.zarr").isel(a=slice(1, None))
+    for _ in range(3):
+        bgen = xb.BatchGenerator(ds, input_dims={"b": 4}, batch_size=3)
+        kinds = {k: type(s) for k, s in bgen.engine.sources.items()}
+        assert set(kinds.values()) == {DaskZarrSource}, kinds
+        xr.testing.assert_identical(
+            bgen[0],
+            xb.BatchGenerator(ds.compute(), input_dims={"b": 4}, batch_size=3)[0],
+        )
+    assert sorted(walked) == sorted({ds["v"].data.name, ds["w"].data.name})
+
+
+def test_an_array_changed_in_place_is_walked_again():
+    """The kept walk of a dask array is dropped when the array is changed in place
+    (its graph is no longer a plain read)."""
+    from xbatcher.sources._dask_graph import _ProbeArray
+    from xbatcher.sources._dask_zarr import _view_of
+
+    class Probe(_ProbeArray):
+        def __getitem__(self, key: Any) -> Any:
+            return np.zeros((6, 5))[key]
+
+    arr = dsa.from_array(Probe(), chunks=(3, 5), meta=np.empty((0, 0)))[1:]
+    view = _view_of(arr)
+    assert view is not None and view.offsets == (1, 0)
+    assert _view_of(arr) is view
+    arr[0, 0] = 1.0  # dask rewrites the graph (and the name) in place
+    assert _view_of(arr) is None

@@ -82,6 +82,17 @@ def _readahead_groups(engine: BatchEngine, step: int) -> int:
     return max(1, budget // group_bytes)
 
 
+def _thrashes(plan: EpochPlan, engine: BatchEngine) -> bool:
+    """True for a full shuffle over more chunked data than the chunk cache holds:
+    each group then walks more chunks than the cache keeps, so chunks decoded ahead
+    for the next groups would be evicted by the current one before they are used
+    (decoded twice)."""
+    if not isinstance(plan.sampler, ShuffleSampler):
+        return False
+    chunked = sum(s.nbytes for s in engine.sources.values() if s.chunked)
+    return chunked > engine.block_cache.max_bytes
+
+
 def _prefetch(
     plan: EpochPlan, first: int, stop: int, epoch: int, engine: BatchEngine
 ) -> None:
@@ -97,7 +108,7 @@ def groups_of_batches(
     requested together from a background thread while the current group is
     gathered."""
     firsts = range(indices.start, indices.stop, step)
-    if not engine.chunked:
+    if not engine.chunked or _thrashes(plan, engine):
         for first in firsts:
             stop = min(first + step, indices.stop)
             yield first, plan.batch_units(epoch, first, stop)

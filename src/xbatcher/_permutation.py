@@ -7,12 +7,12 @@ Private: :mod:`xbatcher.sampling` re-exports the public names (:func:`permute`,
 
 from __future__ import annotations
 
-from typing import Any, TypeGuard
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from xbatcher._validation import check_int, check_seed, is_int
+from xbatcher._validation import check_int, check_seed
 from xbatcher.errors import InputTypeError
 
 __all__ = ["derive_key", "permute", "resolve_seed"]
@@ -74,16 +74,6 @@ def _step(key: NDArray[np.uint64], stream: NDArray[np.uint64]) -> NDArray[np.uin
 # ---------------------------------------------------------------------------------
 # Validation helpers
 # ---------------------------------------------------------------------------------
-
-
-def _is_int(value: object) -> TypeGuard[int | np.integer[Any]]:
-    return is_int(value)
-
-
-def _check_int(
-    name: str, value: object, minimum: int, fix: str, maximum: int | None = None
-) -> int:
-    return check_int(value, name, minimum=minimum, maximum=maximum, fix=fix)
 
 
 def _as_positions(positions: ArrayLike, name: str = "positions") -> NDArray[np.int64]:
@@ -181,10 +171,13 @@ def derive_key(seed: int, *streams: int) -> int:
     """
     fix = "Seeds and stream ids (epoch, rank, ...) are non-negative ints below 2**64."
     key = _mix64_int(
-        (_check_int("seed", seed, 0, fix, maximum=_MASK64) + _GOLDEN) & _MASK64
+        (check_int(seed, "seed", minimum=0, fix=fix, maximum=_MASK64) + _GOLDEN)
+        & _MASK64
     )
     for i, stream in enumerate(streams):
-        key = _step_int(key, _check_int(f"streams[{i}]", stream, 0, fix, _MASK64))
+        key = _step_int(
+            key, check_int(stream, f"streams[{i}]", minimum=0, fix=fix, maximum=_MASK64)
+        )
     return key
 
 
@@ -337,10 +330,16 @@ def permute(n: int, key: int, positions: ArrayLike) -> NDArray[np.int64]:
     >>> sorted(out.tolist())
     [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
     """
-    n = _check_int(
-        "n", n, 1, "The permuted range must hold at least one value.", _MAX_INT64
+    n = check_int(
+        n,
+        "n",
+        minimum=1,
+        fix="The permuted range must hold at least one value.",
+        maximum=_MAX_INT64,
     )
-    key = _check_int("key", key, 0, "Derive keys with derive_key().", _MASK64)
+    key = check_int(
+        key, "key", minimum=0, fix="Derive keys with derive_key().", maximum=_MASK64
+    )
     pos = _as_positions(positions)
     _check_range(pos, n)
     flat = pos.reshape(-1).astype(np.uint64)

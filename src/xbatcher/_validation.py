@@ -58,6 +58,12 @@ def check_int(
     ...
     xbatcher.errors.InputTypeError: n must be an int >= 0; got '3' of type str.
     """
+    if (
+        type(value) is int
+        and value >= minimum
+        and (maximum is None or value <= maximum)
+    ):
+        return value  # the common case, checked on hot paths: no message to build
     allowed = (
         f"an int >= {minimum}"
         if maximum is None

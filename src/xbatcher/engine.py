@@ -13,6 +13,7 @@ unpickles it. ``BatchGenerator.engine`` is the engine of a generator.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
@@ -28,6 +29,7 @@ from .reader import (
     gather,
     gather_grid,
     read_region,
+    read_region_copy,
 )
 from .reader import prefetch as prefetch_chunks
 from .schema import BatchSchema, Windows
@@ -107,6 +109,19 @@ class BatchEngine:
         self.layouts: dict[Hashable, VarLayout] = {
             name: plan_layout(self.schema, self.builder.ds_dims, dims, self.sizes)
             for name, dims in self.var_dims.items()
+        }
+
+    @functools.cached_property
+    def window_spans(
+        self,
+    ) -> dict[Hashable, tuple[tuple[Hashable, int | None, int], ...]]:
+        """Per source (data and coordinate), ``(dim, window length, dim size)`` for
+        each of its dims; the length is None for a dim that windows do not cut (it is
+        read whole)."""
+        lengths = {w.dim: w.window for w in self.schema.sliced}
+        return {
+            name: tuple((d, lengths.get(d), self.sizes[d]) for d in dims)
+            for name, dims in self.source_dims.items()
         }
 
     @property
@@ -346,8 +361,11 @@ def read_batch_xarray(
 def read_batches_xarray(
     engine: BatchEngine, batches: Sequence[NDArray[np.int64]]
 ) -> list[Batch]:
-    """:func:`read_batch_xarray` (preloaded) of each of ``batches``; sample batches
-    are gathered together (one gather of all their windows), then wrapped."""
+    """:func:`read_batch_xarray` (preloaded) of each of ``batches``; sample and
+    window batches are gathered together (one gather of all their windows), then
+    wrapped."""
+    if engine.schema.mode == "window" and batches:
+        return _windows_xarray(engine, batches)
     if engine.schema.mode != "sample":
         return [read_batch_xarray(engine, units) for units in batches]
     windows = engine.schema.unit_windows(np.concatenate(batches))
@@ -373,20 +391,42 @@ def read_batches_xarray(
 def _window_xarray(engine: BatchEngine, unit: int) -> Batch:
     """A 0.4 window batch: scalar arithmetic, one region read per lazy variable."""
     first = engine.schema.window_starts(unit)
-    lengths = {w.dim: w.window for w in engine.schema.sliced}
-    sizes = engine.sizes
+    spans = engine.window_spans
+    cache = engine.block_cache
 
     def read(src: Source, name: Hashable) -> NDArray[Any]:
         region = tuple(
-            slice(first[d], first[d] + lengths[d]) if d in first else slice(0, sizes[d])
-            for d in engine.source_dims[name]
+            slice(0, n) if w is None else slice(first[d], first[d] + w)
+            for d, w, n in spans[name]
         )
-        return read_region(src, region, engine.block_cache)[np.newaxis].copy()
+        return read_region_copy(src, region, cache)[np.newaxis]
 
     builder = engine.builder
-    lazy = {k: read(engine.sources[k], k) for k in builder._lazy_vars}
+    lazy = {k: read(engine.sources[k], k) for k in builder.lazy_vars}
     coords = {k: read(src, k) for k, src in engine.coord_sources.items()}
     return builder.build_window(lazy, coords, first)
+
+
+def _windows_xarray(
+    engine: BatchEngine, batches: Sequence[NDArray[np.int64]]
+) -> list[Batch]:
+    """Window batches (one window each) whose lazy variables and coordinates are
+    gathered together: each batch's values are a view of its row of the group's
+    buffer, as on the array path."""
+    units = np.concatenate(batches)
+    windows = engine.schema.unit_windows(units)
+    builder = engine.builder
+    lazy = engine.gather_all(windows, {k: engine.sources[k] for k in builder.lazy_vars})
+    coords = engine.gather_all(windows, engine.coord_sources)
+    starts = {d: s.tolist() for d, s in windows.starts.items()}
+    return [
+        builder.build_window(
+            {k: a[j : j + 1] for k, a in lazy.items()},
+            {k: a[j : j + 1] for k, a in coords.items()},
+            {d: s[j] for d, s in starts.items()},
+        )
+        for j in range(units.size)
+    ]
 
 
 def _lazy_all(engine: BatchEngine, windows: Windows) -> dict[Hashable, Any]:

@@ -478,12 +478,12 @@ def _batch_cache(gen: BatchGenerator) -> MappingBatchCache | None:
 def _xarray_reader(
     gen: BatchGenerator,
 ) -> Callable[[list[NDArray[np.int64]]], Iterable[Batch]]:
-    """How an iteration reads a group of xarray batches: sample batches of a group
-    are gathered together (one chunk plan, one copy per chunk) and then wrapped one
-    by one; other batches are read (or taken from the batch cache) one by one, as
-    the consumer asks for them."""
+    """How an iteration reads a group of xarray batches: sample and window batches
+    of a group are gathered together (one chunk plan, one copy per chunk) and then
+    wrapped one by one; concat batches are read (or taken from the batch cache) one
+    by one, as the consumer asks for them."""
     grouped = (
-        gen.schema.mode == "sample" and gen.preload_batch and gen._batch_cache is None
+        gen.schema.mode != "concat" and gen.preload_batch and gen._batch_cache is None
     )
     if grouped:
         return partial(read_batches_xarray, gen.engine)

@@ -168,8 +168,59 @@ def rename_single_inputs(
     return out, out_indexes
 
 
+def _window_by_isel(
+    builder: XarrayBuilder,
+    arrays: Mapping[Hashable, Any],
+    coord_arrays: Mapping[Hashable, Any],
+    selector: Mapping[Hashable, slice],
+) -> xr.Dataset | xr.DataArray:
+    """A window batch (before stacking) as ``obj.isel(selector)``, with the lazy
+    variables and coordinates replaced by their gathered values: the route for
+    anything the direct constructors do not handle."""
+    obj = builder.obj
+    result = obj.isel(selector) if selector else obj.copy(deep=False)
+    if builder.block_coords:
+        result = result.assign_coords(
+            {
+                name: xr.Variable(
+                    builder.coord_meta[name][0],
+                    coord_arrays[name][0],
+                    builder.coord_meta[name][1],
+                )
+                for name in builder.block_coords
+            }
+        )
+    lazy = builder.lazy_vars
+    if isinstance(result, xr.DataArray):
+        if lazy:
+            result = result.copy(deep=False, data=arrays[lazy[0]][0])
+    elif lazy:
+        result = result.assign(
+            {
+                name: xr.Variable(
+                    builder.data_vars[name][0],
+                    arrays[name][0],
+                    builder.data_vars[name][1],
+                )
+                for name in lazy
+            }
+        )
+    return result
+
+
 class XarrayBuilder:
-    """Builds xarray batches (0.4 layouts and sample layout) around gathered arrays."""
+    """Builds xarray batches (0.4 layouts and sample layout) around gathered arrays.
+
+    Attributes
+    ----------
+    lazy_vars : list
+        The data variables not held in memory (dask, Zarr...): window batches take
+        their values from the gathered arrays handed to :meth:`build_window`, the
+        other variables are cut as views, like ``isel``.
+    windowed_coords, block_coords : list
+        Coordinates gathered per window, and lazy coordinates shared by a batch's
+        windows but cut by a sliced dim (both read through the engine's sources).
+    """
 
     def __init__(self, obj: xr.Dataset | xr.DataArray, schema: BatchSchema) -> None:
         self.is_dataarray = isinstance(obj, xr.DataArray)
@@ -256,7 +307,7 @@ class XarrayBuilder:
         self._coord_cache: dict[
             tuple[Hashable, tuple[int, ...]], tuple[xr.Variable, Any]
         ] = {}
-        self._lazy_vars = [
+        self.lazy_vars: list[Hashable] = [
             k for k, v in ds.data_vars.items() if not in_memory(v.variable)
         ]
         self._fixed_coords = [c for c in self.coord_names if c not in self.block_coords]
@@ -403,27 +454,41 @@ class XarrayBuilder:
         variables are cut as views, like ``isel``.
         """
         lengths = self._lengths
-        selector = {
-            d: slice(first_starts[d], first_starts[d] + lengths[d])
-            for d in self.block_dims
-        }
         result: xr.Dataset | xr.DataArray
         if self.fast_dataarray:
             assert isinstance(self.obj, xr.DataArray)
             var = self.obj.variable
-            if self._lazy_vars:
-                data = arrays[self._lazy_vars[0]][0]
+            if self.lazy_vars:
+                data = arrays[self.lazy_vars[0]][0]
             else:
-                data = var.data[tuple(selector.get(d, slice(None)) for d in var.dims)]
+                data = var.data[
+                    tuple(
+                        slice(first_starts[d], first_starts[d] + lengths[d])
+                        if d in self._sliced
+                        else slice(None)
+                        for d in var.dims
+                    )
+                ]
             coords, indexes = self._window_coords(coord_arrays, first_starts)
+            # the data already is what a Variable holds (a window of one, as isel
+            # cuts it): no conversion to repeat
             result = xr.DataArray(
-                xr.Variable(var.dims, data, var.attrs),
+                xr.Variable(var.dims, data, var.attrs, fastpath=True),
                 coords=coords,
                 name=self.name,
                 indexes=indexes,
                 fastpath=True,
             )
-        elif self.fast_dataset:
+            if len(self._window_stacked) < 2:
+                return result
+            return result.stack(sample=self._window_stacked).transpose(
+                "sample", *dict(self.schema.input_dims)
+            )
+        selector = {
+            d: slice(first_starts[d], first_starts[d] + lengths[d])
+            for d in self.block_dims
+        }
+        if self.fast_dataset:
             try:
                 result = self._dataset_window(
                     arrays, coord_arrays, first_starts, selector
@@ -432,32 +497,7 @@ class XarrayBuilder:
                 self.fast_dataset = False
                 return self.build_window(arrays, coord_arrays, first_starts)
         else:
-            result = self.obj.isel(selector) if selector else self.obj.copy(deep=False)
-            if self.block_coords:
-                result = result.assign_coords(
-                    {
-                        name: xr.Variable(
-                            *self.coord_meta[name][:1],
-                            coord_arrays[name][0],
-                            self.coord_meta[name][1],
-                        )
-                        for name in self.block_coords
-                    }
-                )
-            if isinstance(result, xr.DataArray):
-                if self._lazy_vars:
-                    result = result.copy(deep=False, data=arrays[self._lazy_vars[0]][0])
-            elif self._lazy_vars:
-                result = result.assign(
-                    {
-                        name: xr.Variable(
-                            self.data_vars[name][0],
-                            arrays[name][0],
-                            self.data_vars[name][1],
-                        )
-                        for name in self._lazy_vars
-                    }
-                )
+            result = _window_by_isel(self, arrays, coord_arrays, selector)
         stacked = self._window_stacked
         if len(stacked) >= 2:
             result = result.stack(sample=stacked).transpose(

@@ -47,6 +47,7 @@ __all__ = [
     "parse_bytes",
     "prefetch",
     "read_region",
+    "read_region_copy",
 ]
 
 # gathers of at least this many output bytes are shared among the cores
@@ -259,9 +260,37 @@ def _gather_chunked(
     out = np.empty((request.count, *lengths), dtype=source.dtype)
     # more chunks than half the cache (a full shuffle over big data) are gathered in
     # waves of chunks that fit, so memory stays within the budget
+    if cache is not None and budget is not None:
+        groups = _cached_first(source, groups, cache, budget)
     for wave, ids in _waves(source, groups, budget):
         _gather_wave(source, wave, ids, cache, lengths, out)
     return out
+
+
+def _cached_first(
+    source: Source, groups: list[WindowGroup], cache: BlockCache, budget: int
+) -> list[WindowGroup]:
+    """``groups`` with those whose chunks are all cached first, when their chunks do
+    not fit ``budget`` (more than one wave).
+
+    A gather that walks more chunks than the cache holds leaves the last ones it
+    used cached; in chunk order, the next such gather would start with the chunks
+    evicted longest ago and evict these before reaching them (every chunk decoded
+    again). Starting with them reuses them. Only the order in which the output's
+    rows are filled changes, never their values.
+    """
+    if len(groups) < 2:
+        return groups
+    n_chunks = len({cid for g in groups for cid in g.chunk_ids()})
+    if n_chunks * max(1, source.chunk_nbytes) <= budget:
+        return groups  # one wave: its chunks are all requested at once anyway
+    key = source.key
+    cached: list[WindowGroup] = []
+    rest: list[WindowGroup] = []
+    for group in groups:
+        hit = all((key, cid) in cache for cid in group.chunk_ids())
+        (cached if hit else rest).append(group)
+    return cached + rest if cached and rest else groups
 
 
 def _gather_wave(
@@ -526,29 +555,47 @@ def read_region(
     source: Source, region: tuple[slice, ...], cache: BlockCache | None
 ) -> NDArray[Any]:
     """The block ``region`` of ``source``: a view for in-memory data, otherwise
-    assembled from the (cached) chunks it overlaps."""
-    if isinstance(source, InMemorySource):
-        return source.array[region]
-    assert source.bounds is not None
-    start = [int(r.start) for r in region]
-    stop = [int(r.stop) for r in region]
+    assembled from the (cached) chunks it overlaps (a view of the cached chunk when
+    one chunk holds it all)."""
+    return _region(source, region, cache)[0]
+
+
+def read_region_copy(
+    source: Source, region: tuple[slice, ...], cache: BlockCache | None
+) -> NDArray[Any]:
+    """:func:`read_region` as an array of its own (never a view of the source or of
+    a cached chunk), copied once."""
+    block, fresh = _region(source, region, cache)
+    return block if fresh else block.copy()
+
+
+def _region(
+    source: Source, region: tuple[slice, ...], cache: BlockCache | None
+) -> tuple[NDArray[Any], bool]:
+    """:func:`read_region`, and whether the block is a fresh array (assembled from
+    several chunks) rather than a view."""
+    if source.bounds is None and isinstance(source, InMemorySource):
+        return source.array[region], False
     lists = source.bound_lists
-    lo = tuple(bisect.bisect_right(b, a) - 1 for b, a in zip(lists, start, strict=True))
-    hi = tuple(
-        bisect.bisect_right(b, z - 1) - 1 for b, z in zip(lists, stop, strict=True)
-    )
+    lo: list[int] = []
+    hi: list[int] = []
+    inner: list[slice] = []
+    for b, r in zip(lists, region, strict=True):
+        a, z = int(r.start), int(r.stop)
+        c = bisect.bisect_right(b, a) - 1
+        lo.append(c)
+        hi.append(bisect.bisect_right(b, z - 1) - 1)
+        inner.append(slice(a - b[c], z - b[c]))
+    if lo == hi:  # one chunk holds the region: a view of it
+        cid = tuple(lo)
+        return _fetch_chunks(source, [cid], cache)[cid][tuple(inner)], False
     ids = list(
         itertools.product(*(range(a, b + 1) for a, b in zip(lo, hi, strict=True)))
     )
     chunks = _fetch_chunks(source, ids, cache)
-    if lo == hi:
-        origin = [int(b[c]) for b, c in zip(source.bounds, lo, strict=True)]
-        return chunks[lo][
-            tuple(
-                slice(a - o, z - o) for a, z, o in zip(start, stop, origin, strict=True)
-            )
-        ]
-    return _assemble(source, chunks, start, stop, lo, hi)
+    start = [int(r.start) for r in region]
+    stop = [int(r.stop) for r in region]
+    return _assemble(source, chunks, start, stop, tuple(lo), tuple(hi)), True
 
 
 def gather_grid(

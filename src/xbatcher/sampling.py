@@ -24,15 +24,13 @@ from numpy.typing import ArrayLike, NDArray
 from xbatcher._blocks import BlockPlan, UnitGroups, block_plan, block_units
 from xbatcher._permutation import (
     _as_positions,
-    _check_int,
     _check_range,
-    _is_int,
     _uniform,
     derive_key,
     permute,
     resolve_seed,
 )
-from xbatcher._validation import check_bool
+from xbatcher._validation import check_bool, check_int, is_int
 from xbatcher.errors import InputTypeError, SchemaError
 
 __all__ = [
@@ -98,8 +96,8 @@ class Sampler(ABC):
     def _prepare(
         self, n_units: int, epoch: int, positions: ArrayLike
     ) -> tuple[int, int, NDArray[np.int64]]:
-        n = _check_int("n_units", n_units, 0, "Pass the number of units.")
-        e = _check_int("epoch", epoch, 0, "Epochs are numbered 0, 1, 2, ...")
+        n = check_int(n_units, "n_units", minimum=0, fix="Pass the number of units.")
+        e = check_int(epoch, "epoch", minimum=0, fix="Epochs are numbered 0, 1, 2, ...")
         pos = _as_positions(positions)
         _check_range(pos, self.epoch_length(n))
         return n, e, pos
@@ -119,7 +117,7 @@ class SequentialSampler(Sampler):
 
     def epoch_length(self, n_units: int) -> int:
         """Number of positions in one epoch: ``n_units``."""
-        return _check_int("n_units", n_units, 0, "Pass the number of units.")
+        return check_int(n_units, "n_units", minimum=0, fix="Pass the number of units.")
 
     def units(
         self,
@@ -173,7 +171,7 @@ class ShuffleSampler(Sampler):
 
     def epoch_length(self, n_units: int) -> int:
         """Number of positions in one epoch: ``n_units``."""
-        return _check_int("n_units", n_units, 0, "Pass the number of units.")
+        return check_int(n_units, "n_units", minimum=0, fix="Pass the number of units.")
 
     def units(
         self,
@@ -238,11 +236,11 @@ class RandomSampler(Sampler):
             object.__setattr__(
                 self,
                 "num_samples",
-                _check_int(
-                    "num_samples",
+                check_int(
                     self.num_samples,
-                    0,
-                    "Pass the number of draws per epoch, or None for n_units.",
+                    "num_samples",
+                    minimum=0,
+                    fix="Pass the number of draws per epoch, or None for n_units.",
                 ),
             )
         object.__setattr__(
@@ -278,7 +276,7 @@ class RandomSampler(Sampler):
 
     def epoch_length(self, n_units: int) -> int:
         """Number of positions in one epoch: ``num_samples`` or ``n_units``."""
-        n = _check_int("n_units", n_units, 0, "Pass the number of units.")
+        n = check_int(n_units, "n_units", minimum=0, fix="Pass the number of units.")
         return n if self.num_samples is None else self.num_samples
 
     def units(
@@ -367,17 +365,17 @@ class BlockShuffleSampler(Sampler):
         object.__setattr__(
             self,
             "resident_groups",
-            _check_int(
-                "resident_groups",
+            check_int(
                 self.resident_groups,
-                1,
-                "Pass how many groups (chunks) may be mixed at a time, e.g. 4.",
+                "resident_groups",
+                minimum=1,
+                fix="Pass how many groups (chunks) may be mixed at a time, e.g. 4.",
             ),
         )
 
     def epoch_length(self, n_units: int) -> int:
         """Number of positions in one epoch: ``n_units``."""
-        return _check_int("n_units", n_units, 0, "Pass the number of units.")
+        return check_int(n_units, "n_units", minimum=0, fix="Pass the number of units.")
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickles without its per-epoch plan memo (rebuilt on use in a worker)."""
@@ -473,17 +471,17 @@ class Shard:
     even: Literal["pad", "drop"] = "pad"
 
     def __post_init__(self) -> None:
-        world = _check_int(
-            "world_size",
+        world = check_int(
             self.world_size,
-            1,
-            "Pass the number of ranks (e.g. torch.distributed.get_world_size()).",
+            "world_size",
+            minimum=1,
+            fix="Pass the number of ranks (e.g. torch.distributed.get_world_size()).",
         )
-        if not _is_int(self.rank) or not 0 <= int(self.rank) < world:
-            raise (SchemaError if _is_int(self.rank) else InputTypeError)(
+        if not is_int(self.rank) or not 0 <= int(self.rank) < world:
+            raise (SchemaError if is_int(self.rank) else InputTypeError)(
                 f"rank must be an int in [0, {world}) (world_size={world}); got "
                 f"{self.rank!r}"
-                + ("" if _is_int(self.rank) else f" of type {type(self.rank).__name__}")
+                + ("" if is_int(self.rank) else f" of type {type(self.rank).__name__}")
                 + ". Pass this process's rank, "
                 "e.g. torch.distributed.get_rank()."
             )
@@ -498,7 +496,9 @@ class Shard:
 
     def length(self, n_positions: int) -> int:
         """Number of positions this shard gets out of ``n_positions``."""
-        n = _check_int("n_positions", n_positions, 0, "Pass the epoch length.")
+        n = check_int(
+            n_positions, "n_positions", minimum=0, fix="Pass the epoch length."
+        )
         if self.even == "pad":
             return -(-n // self.world_size)
         return n // self.world_size

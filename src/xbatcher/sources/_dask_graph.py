@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -43,9 +44,9 @@ class _NotPlain(Exception):
     """The graph does something other than read, slice and rechunk."""
 
 
-@dataclass(frozen=True)
-class _Box:
-    """The part of the root one task's result is: ``root[offsets + shape]``."""
+class _Box(NamedTuple):
+    """The part of the root one task's result is: ``root[offsets + shape]`` (a named
+    tuple: the walk makes one per task, and a tuple is the cheapest to make)."""
 
     offsets: tuple[int, ...]
     shape: tuple[int, ...]
@@ -105,16 +106,21 @@ def _walk(array: Any) -> View:
         tasks.update(layer.mapping)
     evaluate = _Evaluator(base, starts, root, tasks)
     offsets: tuple[int, ...] | None = None
-    block_starts = [np.cumsum([0, *c]).tolist() for c in array.chunks]
-    for idx in np.ndindex(*array.numblocks):
-        box = evaluate.key((array.name, *idx))
+    chunks = tuple(array.chunks)
+    block_starts = [np.cumsum([0, *c]).tolist() for c in chunks]
+    name = array.name
+    axes = range(ndim)
+    for idx in itertools.product(*(range(len(c)) for c in chunks)):
+        box = evaluate.key((name, *idx))
         if not isinstance(box, _Box):
             raise _NotPlain
-        shape = tuple(c[i] for c, i in zip(array.chunks, idx, strict=True))
-        here = tuple(
-            o - s[i] for o, s, i in zip(box.offsets, block_starts, idx, strict=True)
-        )
-        if box.shape != shape or (offsets is not None and here != offsets):
+        box_offsets, box_shape = box
+        for a in axes:
+            i = idx[a]
+            if box_shape[a] != chunks[a][i]:
+                raise _NotPlain
+        here = tuple([box_offsets[a] - block_starts[a][idx[a]] for a in axes])
+        if offsets is not None and here != offsets:
             raise _NotPlain
         offsets = here
     if offsets is None:  # no blocks: an empty array reads nothing
@@ -200,20 +206,23 @@ class _Evaluator:
         self.types = (TaskRef, Alias, DataNode, List, Tuple, Task)
 
     def key(self, key: Any) -> Any:
-        if key in self.memo:
-            return self.memo[key]
+        memo = self.memo
+        if key in memo:
+            return memo[key]
         if isinstance(key, tuple) and key and key[0] == self.base:
+            starts = self.starts
+            if len(key) != len(starts) + 1:
+                raise _NotPlain
             idx = key[1:]
-            out: Any = _Box(
-                tuple(s[i] for s, i in zip(self.starts, idx, strict=True)),
-                tuple(s[i + 1] - s[i] for s, i in zip(self.starts, idx, strict=True)),
-            )
-        elif key in self.tasks:
-            self.memo[key] = None  # a cycle reads as "not plain"
-            out = self.node(self.tasks[key])
-        else:
+            lo = tuple([st[i] for st, i in zip(starts, idx, strict=True)])
+            hi = [st[i + 1] for st, i in zip(starts, idx, strict=True)]
+            # not memoised: as cheap to make again, and most are used once
+            return _Box(lo, tuple([b - a for a, b in zip(lo, hi, strict=True)]))
+        if key not in self.tasks:
             raise _NotPlain
-        self.memo[key] = out
+        memo[key] = None  # a cycle reads as "not plain"
+        out = self.node(self.tasks[key])
+        memo[key] = out
         return out
 
     def node(self, node: Any) -> Any:
@@ -268,11 +277,9 @@ def _getitem(box: Any, index: Any) -> _Box:
 def _concatenate_shaped(arrays: Any, shape: Any) -> _Box:
     shape = [int(s) for s in shape]
     flat = list(arrays)
-    if not shape or len(flat) != int(np.prod(shape)):
+    if not shape or len(flat) != math.prod(shape):
         raise _NotPlain
-    grid = np.empty(len(flat), dtype=object)
-    grid[:] = flat
-    return _tile(grid.reshape(shape))
+    return _tile(flat, shape)
 
 
 def _concatenate(nested: Any) -> _Box:
@@ -297,34 +304,34 @@ def _concatenate(nested: Any) -> _Box:
         return [len(x), *sub[0]]
 
     shape = walk(nested, 0)
-    grid = np.empty(len(flat), dtype=object)
-    grid[:] = flat
-    return _tile(grid.reshape(shape))
+    return _tile(flat, shape)
 
 
-def _tile(grid: Any) -> _Box:
-    """The box that a grid of boxes tiles exactly (in the grid's order)."""
-    boxes = grid.ravel().tolist()
+def _tile(boxes: list[Any], shape: list[int]) -> _Box:
+    """The box that a grid of boxes (``boxes`` in C order over a grid of ``shape``)
+    tiles exactly."""
     if not all(isinstance(b, _Box) for b in boxes):
         raise _NotPlain
     ndim = len(boxes[0].shape)
-    if grid.ndim != ndim or any(len(b.shape) != ndim for b in boxes):
+    if len(shape) != ndim or any(len(b.shape) != ndim for b in boxes):
         raise _NotPlain  # concatenate3 over fewer dims than the blocks have
-    first = grid[(0,) * ndim]
-    sizes, starts = [], []
+    first = boxes[0]
+    step = [math.prod(shape[a + 1 :]) for a in range(ndim)]  # C-order strides
+    sizes: list[list[int]] = []
+    starts: list[list[int]] = []
     for axis in range(ndim):
-        line = [
-            grid[tuple(i if a == axis else 0 for a in range(ndim))].shape[axis]
-            for i in range(grid.shape[axis])
-        ]
+        line = [boxes[i * step[axis]].shape[axis] for i in range(shape[axis])]
         sizes.append(line)
-        starts.append(np.cumsum([first.offsets[axis], *line]).tolist())
-    for idx in np.ndindex(*grid.shape):
-        box = grid[idx]
-        want_offsets = tuple(starts[a][i] for a, i in enumerate(idx))
-        want_shape = tuple(sizes[a][i] for a, i in enumerate(idx))
-        if box.offsets != want_offsets or box.shape != want_shape:
-            raise _NotPlain
+        starts.append(
+            list(itertools.accumulate(line[:-1], initial=first.offsets[axis]))
+        )
+    axes = range(ndim)
+    for box, idx in zip(boxes, itertools.product(*map(range, shape)), strict=True):
+        offsets, box_shape = box
+        for a in axes:
+            i = idx[a]
+            if offsets[a] != starts[a][i] or box_shape[a] != sizes[a][i]:
+                raise _NotPlain
     return _Box(first.offsets, tuple(sum(line) for line in sizes))
 
 

@@ -55,22 +55,34 @@ def _adapter_class() -> type | None:
     return ImplicitToExplicitIndexingAdapter
 
 
-_last_lock = threading.Lock()
-#: the last walk: (a weak reference to the dask array, its view). make_source asks
-#: twice per variable (accepts, then the factory); a graph of many chunks behind a
-#: slice or rechunk takes some 10-30 us per chunk to walk, so once is enough
-_last: tuple[weakref.ref[Any], View | None] | None = None
+_views_lock = threading.Lock()
+#: the walk of each live dask array: id -> (a weak reference to it, its view). A graph
+#: of many chunks behind a slice or rechunk takes microseconds per chunk to walk, and
+#: make_source asks twice per variable (accepts, then the factory), and again for
+#: every generator built over the same data (split, shard, a new epoch's generator):
+#: once per array is enough. An entry goes when its array does; it is checked
+#: against the array's name, which changes if the array is modified in place.
+_views: dict[int, tuple[weakref.ref[Any], str, View | None]] = {}
+
+
+def _forget(key: int, ref: weakref.ref[Any]) -> None:
+    with _views_lock:
+        entry = _views.get(key)
+        if entry is not None and entry[0] is ref:
+            del _views[key]
 
 
 def _view_of(data: Any) -> View | None:
-    global _last
-    with _last_lock:
-        last = _last
-    if last is not None and last[0]() is data:
-        return last[1]
+    key = id(data)
+    with _views_lock:
+        entry = _views.get(key)
+    name = str(getattr(data, "name", ""))
+    if entry is not None and entry[0]() is data and entry[1] == name:
+        return entry[2]
     view = read_view(data)
-    with _last_lock:
-        _last = (weakref.ref(data), view)
+    ref = weakref.ref(data, functools.partial(_forget, key))
+    with _views_lock:
+        _views[key] = (ref, name, view)
     return view
 
 
