@@ -7,6 +7,7 @@ from ._version import __version__
 from ._versions import show_versions
 from .distributed import DaskBatches
 from .generator import ArrayBatches, BatchGenerator
+from .normalize import Normalizer
 from .sampling import (
     BlockShuffleSampler,
     RandomSampler,
@@ -35,6 +36,7 @@ __all__ = [
     "Compose",
     "DaskBatches",
     "FillNaN",
+    "Normalizer",
     "RandomSampler",
     "Sampler",
     "SequentialSampler",
