@@ -127,7 +127,7 @@ class Normalizer:
     >>> bgen = xb.BatchGenerator(da, {"x": 5}, batch_size=2)
     >>> norm = xb.Normalizer().fit(bgen)
     >>> float(norm.stats["v"].mean), round(float(norm.stats["v"].std), 4)
-    (9.5, 5.766)
+    (9.5, 5.7663)
     >>> batch = bgen.arrays[0]
     >>> bool(np.allclose(norm.inverse_transform(norm(batch)), batch))
     True
