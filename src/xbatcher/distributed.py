@@ -140,11 +140,12 @@ class DaskBatches:
     >>> from distributed import Client, LocalCluster
     >>> da = xr.DataArray(np.arange(40.0).reshape(4, 10), dims=("t", "x"))
     >>> bgen = xb.BatchGenerator(da, {"x": 5}, batch_size=2, shuffle=True, seed=1)
+    >>> local = [b.tolist() for b in bgen.arrays]  # epoch 0; bgen moves to epoch 1
+    >>> bgen.set_epoch(0)
     >>> with Client(LocalCluster(n_workers=1, processes=False)) as client:
     ...     remote = [b.tolist() for b in xb.DaskBatches(bgen, client)]
-    >>> local = [b.tolist() for b in bgen.arrays]
-    >>> remote == local
-    True
+    >>> remote == local, bgen.epoch
+    (True, 1)
     """
 
     def __init__(
