@@ -7,6 +7,7 @@ from ._version import __version__
 from ._versions import show_versions
 from .distributed import DaskBatches
 from .generator import ArrayBatches, BatchGenerator
+from .materialize import MaterializedBatches, materialize, open_materialized
 from .normalize import Normalizer
 from .sampling import (
     BlockShuffleSampler,
@@ -36,6 +37,7 @@ __all__ = [
     "Compose",
     "DaskBatches",
     "FillNaN",
+    "MaterializedBatches",
     "Normalizer",
     "RandomSampler",
     "Sampler",
@@ -46,6 +48,8 @@ __all__ = [
     "ToFeatures",
     "TransformedBatches",
     "__version__",
+    "materialize",
+    "open_materialized",
     "show_versions",
     "to_features",
 ]
