@@ -142,3 +142,23 @@ def test_client_argument_errors() -> None:
         DaskBatches(make_bgen(), "tcp://127.0.0.1:1", max_in_flight=0)
     with pytest.raises(InputTypeError, match="transform must be a callable"):
         DaskBatches(make_bgen(), "tcp://127.0.0.1:1", transform=3)  # type: ignore[arg-type]
+
+
+def test_every_worker_killed_the_payload_is_sent_again(dask_client: Any) -> None:
+    bgen = make_bgen(shuffle=True, seed=2)
+    want = list(bgen.arrays)
+    run = make_bgen(shuffle=True, seed=2)
+    remote = DaskBatches(run, dask_client, max_in_flight=4, transform=Slow())
+    got = []
+    for k, batch in enumerate(remote):
+        got.append(batch)
+        if k == 1:  # both workers die: the scattered payload is lost with them
+            first = remote._scattered
+            for pid in set(dask_client.run(os.getpid).values()):
+                os.kill(pid, signal.SIGKILL)
+    assert remote._scattered is not first  # scattered again
+    assert_batches_equal(
+        [{k: v for k, v in b.items() if k != "pid"} for b in got], want
+    )
+    remote.close()
+    dask_client.wait_for_workers(2, timeout=120)

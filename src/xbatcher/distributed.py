@@ -20,6 +20,7 @@ from __future__ import annotations
 import itertools
 from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import CancelledError
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +40,7 @@ __all__ = ["DaskBatches", "get_client", "read_planned_batch"]
 
 Transform = Callable[[Any], Any]
 _tokens = itertools.count()
+_PAYLOAD_RETRIES = 3  # times a lost payload is sent again before giving up
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,13 +218,33 @@ class DaskBatches:
                 while nxt < n and len(pending) < self.max_in_flight:
                     pending.append(self.submit(cursor.epoch, nxt))
                     nxt += 1
-                batch = pending.popleft().result()
+                batch = self._result(pending, cursor.epoch, cursor.position)
                 cursor.position += 1
                 yield batch
             self.bgen.finish_iteration(cursor)
         finally:
             for future in pending:  # an abandoned iteration: drop its tasks
                 future.release()
+
+    def _result(self, pending: deque[Future], epoch: int, index: int) -> Any:
+        """The result of the first pending task (batch ``index``). Should every
+        worker holding the scattered payload die, the scheduler cancels the tasks
+        that need it: then the payload is scattered again and the pending tasks
+        submitted again (a task is pure, so its batch is the same)."""
+        for attempt in range(_PAYLOAD_RETRIES + 1):
+            try:
+                return pending.popleft().result()
+            except CancelledError:
+                if attempt == _PAYLOAD_RETRIES:
+                    raise
+                self._scattered = None  # lost with its workers: send it again
+                first = index
+                for future in pending:
+                    future.release()
+                count = len(pending) + 1
+                pending.clear()
+                pending.extend(self.submit(epoch, first + j) for j in range(count))
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def close(self) -> None:
         """Release the scattered payload; close the client if it was created here."""

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import secrets
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +43,7 @@ __all__ = ["MaterializedBatches", "materialize", "open_materialized"]
 _FORMAT = "xbatcher-materialized"
 _VERSION = 1
 _DONE = "_done"
+_PAYLOAD_RETRIES = 3  # times a lost payload is sent again before giving up
 Tree = dict[str, Any]
 
 
@@ -346,15 +347,29 @@ def _write_on_cluster(
 
     client, owned = get_client(client)
     try:
-        shared = client.scatter(payload, broadcast=True, hash=False)
-        futures = [
-            client.submit(write_chunk, shared, spec, k, pure=False, priority=-k)
-            for k in todo
-        ]
-        for future in as_completed(futures):  # type: ignore[no-untyped-call]
-            future.result()
-            bar.update(1)
-        shared.release()
+        for attempt in range(_PAYLOAD_RETRIES + 1):
+            # should every worker holding the payload die, the tasks needing it
+            # are cancelled: send it again and submit the chunks not yet written
+            shared = client.scatter(payload, broadcast=True, hash=False)
+            futures = [
+                client.submit(write_chunk, shared, spec, k, pure=False, priority=-k)
+                for k in todo
+            ]
+            chunk_of = {f.key: k for f, k in zip(futures, todo, strict=True)}
+            lost = []
+            for future in as_completed(futures):  # type: ignore[no-untyped-call]
+                try:
+                    future.result()
+                except CancelledError:
+                    if attempt == _PAYLOAD_RETRIES:
+                        raise
+                    lost.append(chunk_of[future.key])
+                    continue
+                bar.update(1)
+            shared.release()
+            if not lost:
+                return
+            todo = sorted(lost)
     finally:
         if owned:
             cluster = client.cluster
