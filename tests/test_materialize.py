@@ -260,3 +260,26 @@ def test_on_s3(s3_endpoint: dict[str, Any]) -> None:
     rows = np.concatenate([b["a"] for b in store])
     got = np.concatenate([b["a"] for b in again])
     np.testing.assert_array_equal(got, rows[again.sample_order(0)])
+
+
+class ToPair:
+    """Inputs and targets of one Dataset batch, as a tuple (as a loader gives)."""
+
+    def __call__(self, batch: dict[str, Any]) -> tuple[Any, Any]:
+        return {"a": batch["a"]}, batch["b"]
+
+
+def test_a_tuple_of_inputs_and_targets_comes_back_as_it_went_in(
+    tmp_path: Path,
+) -> None:
+    store = xb.materialize(
+        make_bgen(), str(tmp_path / "m.zarr"), transform=ToPair(), progress=False
+    )
+    want = [ToPair()(b) for b in make_bgen().arrays]
+    got = list(store)
+    assert len(got) == len(want)
+    for (gx, gy), (wx, wy) in zip(got, want, strict=True):
+        assert list(gx) == ["a"]
+        np.testing.assert_array_equal(gx["a"], wx["a"])
+        np.testing.assert_array_equal(gy, wy)
+        assert gy.dtype == wy.dtype
