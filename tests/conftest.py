@@ -358,3 +358,27 @@ def wheel_04(pytestconfig: pytest.Config) -> Path:
         f"{wheel} has sha256 {digest}, not the published {WHEEL_SHA256}; delete it"
     )
     return wheel
+
+
+# --------------------------------------------------------------------------- dask cluster
+@pytest.fixture(scope="module")
+def dask_client() -> Iterator[Any]:
+    """A real ``distributed`` cluster: a ``LocalCluster`` of 2 worker processes
+    (1 thread, 1 GiB each), one per test module (starting one takes seconds).
+    Tests that kill a worker wait for its nanny to restart it."""
+    distributed = pytest.importorskip("distributed")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cluster = distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            memory_limit="1GiB",
+            dashboard_address=None,
+        )
+        client = distributed.Client(cluster)
+    try:
+        yield client
+    finally:
+        client.close()
+        cluster.close()

@@ -18,6 +18,7 @@ EXAMPLE = DOCS / "examples" / "training_loop.py"
 RUNNABLE_PAGES = [
     "README.md",
     "architecture.md",
+    "etl.md",
     "loaders.md",
     "reading.md",
     "sampling.md",
