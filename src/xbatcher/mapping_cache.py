@@ -68,8 +68,10 @@ class MappingBatchCache:
             from .errors import InputTypeError
 
             raise InputTypeError(
-                f"cache must be a MutableMapping (e.g. a dict) or a zarr store; got "
-                f"{type(store).__name__}. Use cache={{}} or zarr.storage.LocalStore(path)."
+                f"cache must be an xbatcher.caches.Cache, a cache URL (e.g. "
+                f"'memory://?max_bytes=2GB'), a MutableMapping (e.g. a dict) or a zarr "
+                f"store; got {type(store).__name__}. Use cache='memory://', cache={{}} "
+                "or zarr.storage.LocalStore(path)."
             )
         self.store = store
         self.fingerprint = (

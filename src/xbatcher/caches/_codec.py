@@ -207,7 +207,8 @@ def _dataset(header: dict[str, Any], r: _Reader) -> xr.Dataset:
     ds = xr.Dataset(data_vars, coords=coords, attrs=r.value(header["attrs"]))
     for dim, levels in header["stacked"]:
         names: list[Hashable] = [_hashable(r.value(v)) for v in levels]
-        ds = ds.set_index({_hashable(r.value(dim)): names})
+        levels_of: dict[Any, Any] = {_hashable(r.value(dim)): names}
+        ds = ds.set_index(levels_of)
     return ds
 
 
