@@ -504,8 +504,9 @@ def _attach_chunk_cache(gen: BatchGenerator, chunk_cache: Any) -> None:
     from .caches import as_cache, cache_chunks
 
     backend = as_cache(chunk_cache, "chunk_cache")
-    if gen._source_fp is None:
-        gen._source_fp = source_fingerprint(gen.ds, gen.engine.sources, gen.block_cache)
+    if gen._source_fp is None:  # chunks read here bypass the in-memory chunk cache,
+        # which would otherwise serve them without their reaching the tier
+        gen._source_fp = source_fingerprint(gen.ds, gen.engine.sources, None)
     gen.engine.sources = cache_chunks(gen.engine.sources, backend, gen._source_fp)
 
 
