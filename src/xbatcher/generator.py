@@ -375,6 +375,34 @@ class BatchGenerator:
         ranges = split_bounds(self.ds, dim, parts, gap)
         return {name: _split_part(self, dim, a, b) for name, (a, b) in ranges.items()}
 
+    def cache_all(self, progress: bool = False) -> dict[str, int]:
+        """Fill the caches ahead of training: every chunk of the ``chunk_cache=``
+        tier, then every batch of the current epoch in the ``cache=`` store
+        (entries already there are skipped).
+
+        Parameters
+        ----------
+        progress : bool
+            Show tqdm progress bars (needs ``tqdm``: ``pip install "xbatcher[cli]"``).
+
+        Returns
+        -------
+        dict
+            Counts: ``chunks`` and ``batches`` visited, ``chunks_decoded`` and
+            ``batches_built`` (not already cached).
+
+        Examples
+        --------
+        >>> import numpy as np, xarray as xr, xbatcher as xb
+        >>> da = xr.DataArray(np.arange(24.0).reshape(2, 12), dims=("t", "x"))
+        >>> bgen = xb.BatchGenerator(da, {"x": 4}, cache="memory://")
+        >>> bgen.cache_all()["batches_built"], bgen.cache_all()["batches_built"]
+        (3, 0)
+        """
+        from .caches._warm import warm
+
+        return warm(self, progress)
+
     def sample_ids(self) -> NDArray[np.int64]:
         """The sample (or, without ``batch_size``, batch) number of each unit.
 

@@ -102,6 +102,14 @@ class MappingBatchCache:
                 return self.get(where, load)
         return None
 
+    def contains(self, units: NDArray[np.int64]) -> bool:
+        """Whether the batch of ``units`` is cached (for this generator)."""
+        key = self.unit_key(units)
+        return any(
+            self._entry_fingerprint(where) == self.fingerprint
+            for where in (key, self._own_key(key))
+        )
+
     def save(self, units: NDArray[np.int64], batch: xr.Dataset | xr.DataArray) -> None:
         """Write the batch of ``units``: in 0.4's slot unless another generator's
         complete entry holds it."""
