@@ -290,3 +290,43 @@ def test_codec_never_unpickles() -> None:
 
     with pytest.raises(CacheCorruptError, match="not an xbatcher cache entry"):
         decode(pickle.dumps(np.arange(3)))
+
+
+def test_codec_falls_back_to_public_constructors(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The direct (private) xarray constructors are a speed-up only: if xarray
+    changes them, decoding takes the public path and stays identical."""
+    from xbatcher.caches import _codec
+
+    real = _codec._build
+
+    def build(header: Any, r: Any, direct: bool) -> Any:
+        if direct:  # as if xarray renamed a private constructor
+            raise AttributeError("_construct_direct is gone")
+        return real(header, r, direct)
+
+    ds = make_ds_for_codec()
+    monkeypatch.setattr(_codec, "_DIRECT", [True])
+    monkeypatch.setattr(_codec, "_build", build)
+    back = decode(encode(ds))
+    xr.testing.assert_identical(back, ds)
+    assert _codec._DIRECT == [False]
+    xr.testing.assert_identical(decode(encode(ds["v"])), ds["v"])
+
+
+def make_ds_for_codec() -> xr.Dataset:
+    return xr.Dataset(
+        {"v": (("t", "x"), np.arange(6.0).reshape(2, 3), {"u": "K"})},
+        coords={"t": pd.date_range("2000", periods=2), "x": [0.5, 1.5, 2.5]},
+        attrs={"a": 1},
+    )
+
+
+def test_decoded_batches_do_not_share_attrs() -> None:
+    ds = make_ds_for_codec()
+    entry = encode(ds)
+    a, b = decode(entry), decode(entry)
+    a["x"].attrs["changed"] = 1
+    a["v"].values[0, 0] = -1
+    assert "changed" not in b["x"].attrs and b["v"].values[0, 0] == 0

@@ -27,6 +27,7 @@ from collections.abc import Hashable
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 from numpy.typing import NDArray
 
@@ -194,22 +195,117 @@ class _Reader:
 
     def variable(self, spec: dict[str, Any]) -> xr.Variable:
         dims = tuple(self.value(d) for d in spec["dims"])
-        return xr.Variable(dims, self.array(spec["data"]), self.value(spec["attrs"]))
+        data, attrs = self.array(spec["data"]), self.value(spec["attrs"])
+        if _DIRECT[0] and data.dtype.kind not in "mM":
+            try:  # numpy data of a plain dtype: nothing for xarray to convert
+                return xr.Variable(dims, data, attrs, fastpath=True)
+            except TypeError:  # xarray changed
+                _DIRECT[0] = False
+        return xr.Variable(dims, data, attrs)
 
 
-def _dataset(header: dict[str, Any], r: _Reader) -> xr.Dataset:
-    coords: dict[Hashable, xr.Variable] = {}
+def _coord_parts(
+    header: dict[str, Any], r: _Reader
+) -> tuple[dict[Hashable, xr.Variable], dict[Hashable, Any]]:
+    """The coordinate variables and their indexes (PandasIndex per dimension
+    coordinate, a MultiIndex per stacked dim), built directly."""
+    from xarray.indexes import PandasIndex
+
+    variables: dict[Hashable, xr.Variable] = {}
+    out: dict[Hashable, xr.Variable] = {}
+    indexes: dict[Hashable, Any] = {}
+    pending: dict[tuple[str, bytes], Hashable] = {}
+    stacked = {n for _, levels in header["stacked"] for n in levels}
     for name, spec in header["coords"]:
-        coords[_hashable(r.value(name))] = r.variable(spec)
+        key = None
+        if len(spec["dims"]) == 1 and spec["dims"][0] == name and name not in stacked:
+            # batches of one generator repeat the same index coords: build once
+            array = r.specs[spec["data"]]
+            view = r.payload[array["offset"] : array["offset"] + array["nbytes"]]
+            key = (json.dumps([name, spec["attrs"], array["dtype"]]), bytes(view))
+            known = _INDEX_MEMO.get(key)
+            if known is not None:
+                hashable = _hashable(r.value(name))
+                # a shallow copy: its own attrs dict, the values shared (read-only)
+                variables[hashable] = out[hashable] = known[0].copy(deep=False)
+                indexes[hashable] = known[1]
+                continue
+        variables[_hashable(r.value(name))] = r.variable(spec)
+        if key is not None:
+            pending[key] = _hashable(r.value(name))
+    levels_of: set[Hashable] = set()
+    for dim, levels in header["stacked"]:
+        dim, names = _hashable(r.value(dim)), [_hashable(r.value(v)) for v in levels]
+        midx = pd.MultiIndex.from_arrays(
+            [variables[n].values for n in names], names=names
+        )
+        multi = xr.Coordinates.from_pandas_multiindex(midx, dim)
+        for name, var in multi.variables.items():
+            if name in variables:
+                var.attrs = dict(variables[name].attrs)
+            out[name] = var
+            indexes[name] = multi.xindexes[name]
+        levels_of.update(names)
+    for name, var in variables.items():
+        if name in levels_of:
+            continue
+        if name in out:  # from the memo
+            continue
+        if var.ndim == 1 and var.dims[0] == name:
+            index = PandasIndex(pd.Index(var.values, name=name), name)
+            out[name] = index.create_variables({name: var})[name]
+            indexes[name] = index
+        else:
+            out[name] = var
+    for key, name in pending.items():
+        if len(_INDEX_MEMO) >= _INDEX_MEMO_SIZE:
+            _INDEX_MEMO.clear()
+        _INDEX_MEMO[key] = (out[name], indexes[name])
+    order = [n for n in variables if n in out] + [n for n in out if n not in variables]
+    return {n: out[n] for n in order}, indexes
+
+
+def _build(header: dict[str, Any], r: _Reader, direct: bool) -> Any:
+    """The decoded DataArray or Dataset. ``direct`` skips xarray's index inference,
+    merge and alignment (the parts are consistent by construction) through the
+    private constructors layout.py also uses; ``False`` is the public path."""
+    coords, indexes = _coord_parts(header, r)
     data_vars: dict[Hashable, xr.Variable] = {}
     for name, spec in header["data_vars"]:
         data_vars[_hashable(r.value(name))] = r.variable(spec)
-    ds = xr.Dataset(data_vars, coords=coords, attrs=r.value(header["attrs"]))
-    for dim, levels in header["stacked"]:
-        names: list[Hashable] = [_hashable(r.value(v)) for v in levels]
-        levels_of: dict[Any, Any] = {_hashable(r.value(dim)): names}
-        ds = ds.set_index(levels_of)
-    return ds
+    attrs = r.value(header["attrs"])
+    if header["kind"] == "dataarray":
+        (var,) = data_vars.values()
+        name = r.value(header["name"])
+        if direct:
+            return xr.DataArray(
+                var, coords=coords, name=name, indexes=indexes, fastpath=True
+            )
+        return xr.DataArray(
+            var, coords=xr.Coordinates(coords, indexes=indexes), name=name
+        )
+    if direct:
+        from xarray.core.variable import calculate_dimensions
+
+        variables = {**data_vars, **coords}
+        return xr.Dataset._construct_direct(
+            variables,
+            coord_names=set(coords),
+            dims=calculate_dimensions(variables),
+            attrs=attrs,
+            indexes=indexes,
+        )
+    return xr.Dataset(
+        data_vars, coords=xr.Coordinates(coords, indexes=indexes), attrs=attrs
+    )
+
+
+# index coordinates already built, by (name, attrs, dtype) and values; shared by
+# the batches that carry them (xarray never writes into an index variable)
+_INDEX_MEMO: dict[tuple[str, bytes], tuple[xr.Variable, Any]] = {}
+_INDEX_MEMO_SIZE = 4096
+
+_DIRECT = [True]  # the direct constructors work (cleared the first time they fail)
 
 
 def _hashable(name: Any) -> Hashable:
@@ -241,12 +337,11 @@ def decode(data: bytes | bytearray | memoryview) -> Any:
     header = json.loads(bytes(body[4 : 4 + size]))
     payload = memoryview(bytearray(body[4 + size :]))  # one copy: writable arrays
     r = _Reader(header, payload)
-    kind = header["kind"]
-    if kind == "array":
+    if header["kind"] == "array":
         return r.array(header["data"])
-    ds = _dataset(header, r)
-    if kind == "dataset":
-        return ds
-    da = ds[_DA_NAME]
-    da.name = r.value(header["name"])
-    return da
+    if _DIRECT[0]:
+        try:
+            return _build(header, r, direct=True)
+        except (AttributeError, TypeError, ImportError):  # xarray changed
+            _DIRECT[0] = False
+    return _build(header, r, direct=False)
