@@ -138,6 +138,7 @@ class TestRedis(CacheContract):
             assert isinstance(c, RedisCache) and c.prefix == "pw:" and c.ttl == 30
             c.put("k", b"v")
             assert c.get("k") == b"v"
+            assert "s3cret" not in repr(c) and str(secured.port) in repr(c)
             wrong = RedisCache(secured.url, password="nope")
             import redis
 

@@ -27,6 +27,7 @@ from numpy.typing import NDArray
 from . import _iteration
 from ._state import STATE_VERSION, Cursor, checked_state
 from ._validation import check_bool, check_int
+from .caches._warm import CacheWarmUp
 from .engine import (
     ArrayBatch,
     Batch,
@@ -58,7 +59,7 @@ from .validity import chunk_grid, make_filter
 __all__ = ["ArrayBatches", "BatchGenerator"]
 
 
-class BatchGenerator:
+class BatchGenerator(CacheWarmUp):
     """Create a generator for iterating through xarray DataArrays / Datasets in batches.
 
     Compatible with the xbatcher 0.4 ``BatchGenerator`` (same arguments, same batch
@@ -80,12 +81,9 @@ class BatchGenerator:
     preload_batch : bool
         Return numpy-backed batches (True) or lazy dask-backed ones (False).
     cache : xbatcher.caches.Cache, str or MutableMapping, optional
-        A batch cache: a :class:`~xbatcher.caches.Cache`, a cache URL
-        (``"memory://?max_bytes=2GB"``, ``"file:///path"``, ``"s3://bucket/prefix"``,
-        ``"redis://host:6379/0"``) or, as in 0.4, any dict-like store (a ``dict``, a
-        ``zarr.storage`` store...). Each batch is built once, passed through
-        ``cache_preprocess`` and stored; later reads of the batch come from the cache
-        (see ``docs/caching.md``).
+        A batch cache: a ``Cache``, a URL (``"file:///path"``...) or, as in 0.4, a
+        dict-like store (``dict``, ``zarr.storage`` store). Batches are built once,
+        passed through ``cache_preprocess``, stored, then read from it (caching.md).
     cache_preprocess : callable, optional
         Applied to a batch before it is cached.
     keep_remainder : bool
@@ -106,10 +104,7 @@ class BatchGenerator:
     block_cache_bytes : int or str
         Budget of the cache of decoded source chunks, e.g. ``"512MiB"``.
     chunk_cache : xbatcher.caches.Cache or str, optional
-        A second, larger (often persistent) tier of decoded source chunks, a
-        :class:`~xbatcher.caches.Cache` or a cache URL: consulted when the chunk
-        cache above misses, filled as chunks are decoded; later epochs read no chunk
-        from the source whatever the shuffle order (see ``docs/caching.md``).
+        A (persistent) tier of decoded chunks: later epochs decode none (caching.md).
     resident_bytes : int or str, optional
         With ``shuffle="chunks"``: bytes of chunks a shuffle pool draws from
         (default: 64 MiB, at most half of ``block_cache_bytes``). Larger pools give
@@ -185,10 +180,8 @@ class BatchGenerator:
         )
         block_cache = BlockCache(parse_bytes(block_cache_bytes))
         self.engine = BatchEngine(ds, self.schema, block_cache)
-        self.chunk_cache = chunk_cache
         self._source_fp: str | None = None  # source_fingerprint, computed on demand
-        if chunk_cache is not None:
-            _attach_chunk_cache(self, chunk_cache)
+        self.chunk_cache = _attach_chunk_cache(self, chunk_cache)
         sources = self.engine.sources
         data = ds._to_temp_dataset() if isinstance(ds, xr.DataArray) else ds
         valid: NDArray[np.int64] | None = None
@@ -375,34 +368,6 @@ class BatchGenerator:
         ranges = split_bounds(self.ds, dim, parts, gap)
         return {name: _split_part(self, dim, a, b) for name, (a, b) in ranges.items()}
 
-    def cache_all(self, progress: bool = False) -> dict[str, int]:
-        """Fill the caches ahead of training: every chunk of the ``chunk_cache=``
-        tier, then every batch of the current epoch in the ``cache=`` store
-        (entries already there are skipped).
-
-        Parameters
-        ----------
-        progress : bool
-            Show tqdm progress bars (needs ``tqdm``: ``pip install "xbatcher[cli]"``).
-
-        Returns
-        -------
-        dict
-            Counts: ``chunks`` and ``batches`` visited, ``chunks_decoded`` and
-            ``batches_built`` (not already cached).
-
-        Examples
-        --------
-        >>> import numpy as np, xarray as xr, xbatcher as xb
-        >>> da = xr.DataArray(np.arange(24.0).reshape(2, 12), dims=("t", "x"))
-        >>> bgen = xb.BatchGenerator(da, {"x": 4}, cache="memory://")
-        >>> bgen.cache_all()["batches_built"], bgen.cache_all()["batches_built"]
-        (3, 0)
-        """
-        from .caches._warm import warm
-
-        return warm(self, progress)
-
     def sample_ids(self) -> NDArray[np.int64]:
         """The sample (or, without ``batch_size``, batch) number of each unit.
 
@@ -525,10 +490,12 @@ def _batch_cache(gen: BatchGenerator) -> MappingBatchCache | BatchCache | None:
     return MappingBatchCache(gen.cache, _content_fingerprint(gen), gen.cache_preprocess)
 
 
-def _attach_chunk_cache(gen: BatchGenerator, chunk_cache: Any) -> None:
+def _attach_chunk_cache(gen: BatchGenerator, chunk_cache: Any) -> Any:
     """Route the engine's chunked sources through the ``chunk_cache=`` tier, keyed
     by the source's fingerprint (not the schema: generators over the same data
-    share the chunks)."""
+    share the chunks); returns ``chunk_cache``."""
+    if chunk_cache is None:
+        return None
     from .caches import as_cache, cache_chunks
 
     backend = as_cache(chunk_cache, "chunk_cache")
@@ -536,6 +503,7 @@ def _attach_chunk_cache(gen: BatchGenerator, chunk_cache: Any) -> None:
         # which would otherwise serve them without their reaching the tier
         gen._source_fp = source_fingerprint(gen.ds, gen.engine.sources, None)
     gen.engine.sources = cache_chunks(gen.engine.sources, backend, gen._source_fp)
+    return chunk_cache
 
 
 def _xarray_reader(

@@ -122,8 +122,12 @@ class RedisCache(Cache):
         if batch:
             client.delete(*batch)
 
-    def __repr__(self) -> str:
-        return f"RedisCache({self.url!r}, prefix={self.prefix!r})"
+    def __repr__(self) -> str:  # never shows a password (warnings print it)
+        parts = urllib.parse.urlsplit(self.url)
+        host = parts.hostname or ""
+        netloc = f"{host}:{parts.port}" if parts.port else host
+        shown = urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=""))
+        return f"RedisCache({shown!r}, prefix={self.prefix!r})"
 
     def __getstate__(self) -> dict[str, Any]:
         return {**super().__getstate__(), "_client": None}

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ..errors import OptionalDependencyError, SchemaError
 from ._layers import ChunkCachedSource
 
-if TYPE_CHECKING:
-    from ..generator import BatchGenerator
-
-__all__ = ["warm"]
+__all__ = ["CacheWarmUp", "warm"]
 
 _CHUNK_GROUP = 16  # chunks decoded per read while warming
 
@@ -29,7 +26,7 @@ def _progress(total: int, enabled: bool, desc: str) -> Any:
     return tqdm(total=total, desc=desc, unit="it")
 
 
-def warm(gen: BatchGenerator, progress: bool = False) -> dict[str, int]:
+def warm(gen: Any, progress: bool = False) -> dict[str, int]:
     """Fill ``gen``'s chunk cache (every chunk of every chunked variable) and its
     batch cache (every batch of the current epoch); see
     :meth:`xbatcher.BatchGenerator.cache_all`."""
@@ -61,13 +58,11 @@ def warm(gen: BatchGenerator, progress: bool = False) -> dict[str, int]:
             bar.close()
     cache = gen._batch_cache
     if cache is not None:
-        from ..generator import _cached_batch
-
         bar = _progress(len(gen), progress, "batches")
         for i in range(len(gen)):
             units = gen.batch_units(i)
             if not cache.contains(units):
-                _cached_batch(gen, units)
+                gen[i]  # reads the batch through the cache, which stores it
                 counts["batches_built"] += 1
             counts["batches"] += 1
             if bar is not None:
@@ -75,3 +70,38 @@ def warm(gen: BatchGenerator, progress: bool = False) -> dict[str, int]:
         if bar is not None:
             bar.close()
     return counts
+
+
+class CacheWarmUp:
+    """The cache warm-up of :class:`~xbatcher.BatchGenerator` (a mixin)."""
+
+    def cache_all(self, progress: bool = False) -> dict[str, int]:
+        """Fill the caches ahead of training: every chunk of the ``chunk_cache=``
+        tier, then every batch of the current epoch in the ``cache=`` store
+        (entries already there are skipped).
+
+        Parameters
+        ----------
+        progress : bool
+            Show tqdm progress bars (needs ``tqdm``: ``pip install "xbatcher[cli]"``).
+
+        Returns
+        -------
+        dict
+            Counts: ``chunks`` and ``batches`` visited, ``chunks_decoded`` and
+            ``batches_built`` (not already cached).
+
+        Raises
+        ------
+        SchemaError
+            The generator has neither ``cache=`` nor ``chunk_cache=``.
+
+        Examples
+        --------
+        >>> import numpy as np, xarray as xr, xbatcher as xb
+        >>> da = xr.DataArray(np.arange(24.0).reshape(2, 12), dims=("t", "x"))
+        >>> bgen = xb.BatchGenerator(da, {"x": 4}, cache="memory://")
+        >>> bgen.cache_all()["batches_built"], bgen.cache_all()["batches_built"]
+        (3, 0)
+        """
+        return warm(self, progress)
