@@ -187,3 +187,36 @@ def test_four_processes_fill_one_cache_at_once(
     if backend == "dir":
         leftovers = [p for p in tmp_path.rglob(".tmp-*")]
         assert leftovers == []
+
+
+def test_cache_all_on_a_dask_cluster(tmp_path: Path) -> None:
+    distributed = pytest.importorskip("distributed")
+    _, ds = _lazy_store(tmp_path)
+    batches, chunks = f"file://{tmp_path}/b", f"file://{tmp_path}/c"
+    params: dict[str, Any] = dict(input_dims={"lat": 5, "lon": 4}, batch_size=6)
+    bgen = xb.BatchGenerator(ds, cache=batches, chunk_cache=chunks, **params)
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        counts = bgen.cache_all(client=client)
+    nchunks = sum(int(np.prod(s.nchunks)) for s in bgen.engine.sources.values())
+    assert counts == {
+        "chunks": nchunks,
+        "chunks_decoded": nchunks,
+        "batches": len(bgen),
+        "batches_built": len(bgen),
+    }
+    again = bgen.cache_all()  # everything is there now
+    assert again["chunks_decoded"] == 0 and again["batches_built"] == 0
+    fresh = xb.BatchGenerator(make_dataset(), **params)
+    for i in range(len(bgen)):
+        xr.testing.assert_identical(bgen[i], fresh[i])
+
+
+def test_cache_all_on_a_cluster_refuses_a_per_process_cache() -> None:
+    bgen = xb.BatchGenerator(make_dataset(), {"lat": 5}, cache="memory://")
+    with pytest.raises(ValueError, match="shared across processes; got MemoryCache"):
+        bgen.cache_all(client=object())
