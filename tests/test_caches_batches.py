@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import xbatcher as xb
-from conftest import RedisServer, make_dataset
+from conftest import RedisServer, make_dataset, schemas
 from xbatcher.caches import BatchCache, Cache, MemoryCache, RedisCache, open_cache
 from xbatcher.errors import CacheWarning
 
@@ -276,3 +276,27 @@ def test_pickled_generator_shares_a_persistent_cache(tmp_path: Path) -> None:
     xr.testing.assert_identical(got, want)
     assert clone._batch_cache.cache.stats()["hits"] == 1
     np.testing.assert_array_equal(got["air"].values, want["air"].values)
+
+
+@pytest.mark.filterwarnings("ignore::xbatcher.errors.XbatcherWarning")
+@settings(max_examples=30, deadline=None)
+@given(case=schemas(), kind=st.sampled_from(["DataArray", "Dataset"]))
+def test_hit_equals_miss_for_any_schema(
+    case: tuple[dict[str, int], dict[str, Any]], kind: str
+) -> None:
+    from conftest import positional
+
+    sizes, params = case
+    obj = positional(sizes, kind)
+    cache = MemoryCache("64MB")
+    fresh = xb.BatchGenerator(obj, **params)
+    first = xb.BatchGenerator(obj, cache=cache, **params)
+    second = xb.BatchGenerator(obj, cache=cache, **params)
+    misses = [first[i] for i in range(len(first))]
+    hits_before = cache.stats()["hits"]
+    for i in range(len(second)):
+        hit = second[i]
+        assert type(hit) is type(fresh[i])
+        xr.testing.assert_identical(hit, misses[i])
+        xr.testing.assert_identical(hit, fresh[i])
+    assert cache.stats()["hits"] - hits_before == len(second)
