@@ -40,6 +40,8 @@ class CacheContract:
 
     persistent: ClassVar[bool]
     shared_across_processes: ClassVar[bool]
+    #: whether lease() coordinates writers (else it always grants)
+    coordinates_leases: ClassVar[bool] = False
 
     def test_capabilities(self, cache: Cache) -> None:
         assert cache.persistent is self.persistent
@@ -153,6 +155,24 @@ class CacheContract:
             assert twin is not None and twin.get("p/1") == b"shared"
         else:
             assert copy.get("p/1") is None  # a per-process cache travels empty
+
+    def test_leases(self, cache: Cache, twin: Cache | None) -> None:
+        import time
+
+        assert cache.lease("l/1", 30.0)
+        other = twin if twin is not None else cache
+        if not self.coordinates_leases:
+            assert other.lease("l/1", 30.0)  # no coordination: always granted
+            return
+        assert not other.lease("l/1", 30.0)  # held
+        assert other.lease("l/2", 30.0)  # another key is free
+        cache.release("l/1")
+        assert other.lease("l/1", 0.05)  # released: free again
+        time.sleep(0.3)
+        assert cache.lease("l/1", 30.0)  # an expired lease is taken over
+        cache.release("l/1")
+        cache.release("l/1")  # releasing twice does nothing
+        assert cache.get("l/1") is None  # a lease is not an entry
 
     def test_many_entries(self, cache: Cache) -> None:
         rng = np.random.default_rng(0)

@@ -61,6 +61,7 @@ class TestMemory(CacheContract):
 class TestLocalDir(CacheContract):
     persistent = True
     shared_across_processes = True
+    coordinates_leases = True
 
     @pytest.fixture
     def cache(self, tmp_path: Path) -> Cache:
@@ -95,6 +96,7 @@ class TestS3(CacheContract):
 class TestRedis(CacheContract):
     persistent = True
     shared_across_processes = True
+    coordinates_leases = True
 
     @pytest.fixture
     def cache(self, redis_url: str) -> Iterator[Cache]:

@@ -300,3 +300,30 @@ def test_hit_equals_miss_for_any_schema(
         xr.testing.assert_identical(hit, misses[i])
         xr.testing.assert_identical(hit, fresh[i])
     assert cache.stats()["hits"] - hits_before == len(second)
+
+
+def test_a_failed_build_releases_its_lease(tmp_path: Path) -> None:
+    """Otherwise the next request of that batch would wait LEASE_SECONDS."""
+    fail = [True]
+
+    def prep(batch: Any) -> Any:
+        if fail[0]:
+            raise RuntimeError("preprocessing failed")
+        return batch
+
+    cache = open_cache(str(tmp_path / "c"))
+    bgen = xb.BatchGenerator(
+        make_dataset(), {"lat": 5}, cache=cache, cache_preprocess=prep
+    )
+    with pytest.raises(RuntimeError, match="preprocessing failed"):
+        bgen[0]
+    bc = bgen._batch_cache
+    assert isinstance(bc, BatchCache)
+    key = bc.key(bgen.batch_units(0))
+    assert cache.lease(key, 30.0)  # free: the failed builder gave it up
+    cache.release(key)
+    fail[0] = False
+    xr.testing.assert_identical(
+        bgen[0], xb.BatchGenerator(make_dataset(), {"lat": 5})[0]
+    )
+    assert cache.lease(key, 30.0)  # released after the save too

@@ -129,14 +129,18 @@ def test_cli_cache_warm_errors(
 WORKER = """
 import hashlib, sys, xarray as xr, xbatcher as xb
 url, chunk_url, store = sys.argv[1:4]
+built = []
+def count(batch):
+    built.append(1)
+    return batch
 ds = xr.open_dataset(store, engine="zarr", chunks=None, consolidated=False)
 bgen = xb.BatchGenerator(ds, {"lat": 3, "lon": 4}, batch_size=5, cache=url,
-                         chunk_cache=chunk_url)
+                         chunk_cache=chunk_url, cache_preprocess=count)
 bgen.cache_all()
 h = hashlib.sha256()
 for i in range(len(bgen)):
     h.update(bgen[i]["air"].values.tobytes())
-print(h.hexdigest())
+print(h.hexdigest(), len(built))
 """
 
 
@@ -144,7 +148,7 @@ print(h.hexdigest())
 def test_four_processes_fill_one_cache_at_once(
     tmp_path: Path, backend: str, request: pytest.FixtureRequest
 ) -> None:
-    store, ds = _lazy_store(tmp_path)
+    store, _ = _lazy_store(tmp_path)
     if backend == "dir":
         url, chunk_url = f"file://{tmp_path}/b", f"file://{tmp_path}/c"
     else:
@@ -175,15 +179,26 @@ def test_four_processes_fill_one_cache_at_once(
     h = hashlib.sha256()
     for i in range(len(fresh)):
         h.update(fresh[i]["air"].values.tobytes())
-    assert {o[0].strip() for o in outs} == {h.hexdigest()}
-    # every entry is whole: it decodes (checksum included)
-    bgen = xb.BatchGenerator(ds, {"lat": 3, "lon": 4}, batch_size=5, cache=url)
-    bc = bgen._batch_cache
-    assert isinstance(bc, BatchCache)
-    for i in range(len(bgen)):
-        raw = bc.cache.get(bc.key(bgen.batch_units(i)))
-        assert raw is not None
-        xr.testing.assert_identical(decode(raw), fresh[i])
+    assert {o[0].split()[0] for o in outs} == {h.hexdigest()}
+    # leases: each batch was built by one process only
+    assert sum(int(o[0].split()[1]) for o in outs) == len(fresh)
+    # every entry is whole: it decodes (checksum included), one per batch
+    if backend == "dir":
+        raws = [
+            p.read_bytes()
+            for p in (tmp_path / "b").rglob("*")
+            if p.is_file() and ".leases" not in p.parts
+        ]
+    else:
+        client = open_cache(url).client  # type: ignore[attr-defined]
+        names = [n for n in client.scan_iter(match="mp-b:*") if b"lease:" not in n]
+        raws = [client.get(n) for n in names]
+    batches = [decode(raw) for raw in raws]
+    assert len(batches) == len(fresh)
+    by_first = {int(b["sample"].values[0]): b for b in batches}
+    for i in range(len(fresh)):
+        want = fresh[i]
+        xr.testing.assert_identical(by_first[int(want["sample"].values[0])], want)
     if backend == "dir":
         leftovers = [p for p in tmp_path.rglob(".tmp-*")]
         assert leftovers == []

@@ -529,9 +529,13 @@ def _cached_batch(gen: BatchGenerator, units: NDArray[np.int64]) -> Batch:
     hit = cache.lookup(units, gen.preload_batch)
     if hit is not None:
         return hit  # type: ignore[no-any-return]
-    batch = read_batch_xarray(gen.engine, units, gen.preload_batch)
-    if gen.cache_preprocess is not None:
-        batch = gen.cache_preprocess(batch)
+    try:
+        batch = read_batch_xarray(gen.engine, units, gen.preload_batch)
+        if gen.cache_preprocess is not None:
+            batch = gen.cache_preprocess(batch)
+    except BaseException:
+        cache.abandon(units)
+        raise
     cache.save(units, batch)
     return batch
 

@@ -102,6 +102,10 @@ class MappingBatchCache:
                 return self.get(where, load)
         return None
 
+    def abandon(self, units: NDArray[np.int64]) -> None:
+        """Nothing to undo (no leases in the 0.4 layout)."""
+        del units
+
     def contains(self, units: NDArray[np.int64]) -> bool:
         """Whether the batch of ``units`` is cached (for this generator)."""
         key = self.unit_key(units)

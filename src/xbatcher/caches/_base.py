@@ -81,6 +81,21 @@ class Cache(abc.ABC):
     @abc.abstractmethod
     def _clear(self) -> None: ...
 
+    def lease(self, key: str, seconds: float) -> bool:
+        """Try to take, for ``seconds``, the exclusive right to compute ``key``
+        (so that processes sharing the cache do not all compute the same entry).
+
+        ``False`` means another holder has it: wait for the entry a while, then
+        compute it anyway. Backends without coordination always return ``True``
+        (the default); the lease ends at :meth:`release` or after ``seconds``.
+        """
+        del key, seconds
+        return True
+
+    def release(self, key: str) -> None:
+        """End a lease taken with :meth:`lease` (nothing happens without one)."""
+        del key
+
     def _resident_bytes(self) -> int | None:
         """Bytes held by the cache, where cheap to tell (else ``None``)."""
         return None

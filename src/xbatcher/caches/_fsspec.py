@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 import uuid
 from typing import Any
 
@@ -121,6 +122,49 @@ class FsspecCache(Cache):
             if os.path.exists(tmp):
                 os.unlink(tmp)
             raise
+
+    def _is_local(self) -> bool:
+        return self.fs is not None and self._local  # opens the file system first
+
+    def _lease_path(self, key: str) -> str:
+        return os.path.join(self._path(".leases"), key.replace("/", "%"))
+
+    def lease(self, key: str, seconds: float) -> bool:
+        """On a local disk: create a lease file exclusively (a hard link, which
+        fails if the name exists), its mtime set to when it expires; an expired
+        one (its holder died) is taken over. Object stores have no such
+        primitive: always ``True``."""
+        if not self._is_local():
+            return True
+        path = self._lease_path(key)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        for _ in range(2):
+            # the lease file appears whole, its mtime already its expiry: made
+            # aside, then hard-linked into place (fails if the name exists)
+            tmp = f"{path}.{uuid.uuid4().hex}"
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            expiry = time.time() + seconds
+            os.utime(tmp, (expiry, expiry))
+            try:
+                os.link(tmp, path)
+                return True
+            except FileExistsError:
+                try:
+                    if time.time() < os.path.getmtime(path):
+                        return False
+                    os.unlink(path)  # expired: take it over
+                except FileNotFoundError:
+                    pass  # released meanwhile: try again
+            except OSError:  # no hard links here (some network or FAT disks)
+                return True  # build it: at worst twice, never wrong
+            finally:
+                os.unlink(tmp)
+        return False
+
+    def release(self, key: str) -> None:
+        if self._is_local():
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._lease_path(key))
 
     def _contains(self, key: str) -> bool:
         return bool(self.fs.exists(self._path(key)))

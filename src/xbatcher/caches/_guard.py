@@ -113,6 +113,22 @@ class GuardedCache:
             self._failed("contains", err)
             return False
 
+    def lease(self, key: str, seconds: float) -> bool:
+        """:meth:`Cache.lease`; ``True`` (compute it) when the backend fails."""
+        if not self._usable():
+            return True
+        try:
+            return self.cache.lease(key, seconds)
+        except Exception as err:
+            self._failed("lease", err)
+            return True
+
+    def release(self, key: str) -> None:
+        try:
+            self.cache.release(key)
+        except Exception as err:
+            self._failed("release", err)
+
     def delete(self, key: str) -> None:
         try:
             self.cache.delete(key)

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future
 from typing import Any
@@ -28,6 +29,10 @@ from ._codec import FORMAT_VERSION
 from ._guard import GuardedCache
 
 __all__ = ["BatchCache", "ChunkCachedSource", "cache_chunks"]
+
+
+#: seconds a process building a batch holds its lease (others wait that long at most)
+LEASE_SECONDS = 30.0
 
 
 def _units_token(units: NDArray[np.int64]) -> str:
@@ -73,12 +78,48 @@ class BatchCache:
         return f"xb{FORMAT_VERSION}/b/{self.fingerprint}/{_units_token(units)}"
 
     def lookup(self, units: NDArray[np.int64], load: bool) -> Any | None:
-        """The cached batch of ``units`` or ``None`` (batches come back in memory)."""
+        """The cached batch of ``units`` (batches come back in memory), or ``None``:
+        then the caller computes the batch and :meth:`save`\\s it.
+
+        On a miss, a lease on the key (:meth:`Cache.lease`) makes one process the
+        builder: the others wait up to ``LEASE_SECONDS`` for its entry, then build
+        the batch themselves.
+        """
         del load
-        return self.guarded.get(self.key(units))
+        key = self.key(units)
+        found = self.guarded.get(key)
+        if found is not None:
+            return found
+        if self.guarded.lease(key, LEASE_SECONDS):
+            # the builder may have finished between our miss and our lease
+            if self.guarded.contains(key):
+                found = self.guarded.get(key)
+                if found is not None:
+                    self.guarded.release(key)
+                    return found
+            return None
+        deadline = time.monotonic() + LEASE_SECONDS
+        delay = 0.005
+        while time.monotonic() < deadline:
+            time.sleep(delay)
+            delay = min(2 * delay, 0.2)
+            if self.guarded.contains(key):
+                found = self.guarded.get(key)
+                if found is not None:
+                    return found
+        return None
+
+    def abandon(self, units: NDArray[np.int64]) -> None:
+        """The batch that :meth:`lookup` left to the caller could not be built:
+        end the lease (the next request builds it again, without waiting)."""
+        self.guarded.release(self.key(units))
 
     def save(self, units: NDArray[np.int64], batch: Any) -> None:
-        self.guarded.put(self.key(units), batch)
+        key = self.key(units)
+        try:
+            self.guarded.put(key, batch)
+        finally:
+            self.guarded.release(key)
 
     def contains(self, units: NDArray[np.int64]) -> bool:
         return self.guarded.contains(self.key(units))

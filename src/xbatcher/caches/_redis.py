@@ -111,6 +111,15 @@ class RedisCache(Cache):
     def _delete(self, key: str) -> None:
         self.client.delete(self.prefix + key)
 
+    def lease(self, key: str, seconds: float) -> bool:
+        """``SET NX`` of a lease key that expires after ``seconds``."""
+        name = f"{self.prefix}lease:{key}"
+        ms = max(1, round(seconds * 1000))
+        return bool(self.client.set(name, b"1", nx=True, px=ms))
+
+    def release(self, key: str) -> None:
+        self.client.delete(f"{self.prefix}lease:{key}")
+
     def _clear(self) -> None:
         client = self.client
         batch: list[Any] = []
