@@ -382,3 +382,71 @@ def dask_client() -> Iterator[Any]:
     finally:
         client.close()
         cluster.close()
+
+
+# --------------------------------------------------------------------------- caches
+REDIS_SERVER = "/usr/bin/redis-server"
+
+
+class RedisServer:
+    """A real ``redis-server`` child process on a free port (no persistence)."""
+
+    def __init__(self, *extra: str) -> None:
+        self.port = _free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.extra = extra
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> RedisServer:
+        self.proc = subprocess.Popen(
+            [
+                *(REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1"),
+                *("--save", "", "--appendonly", "no", *self.extra),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return self
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("redis-server did not start") from None
+                time.sleep(0.05)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+
+
+def _need_redis() -> None:
+    if not os.path.exists(REDIS_SERVER):
+        unavailable(f"{REDIS_SERVER} is missing (apt-get install redis-server)")
+    if importlib.util.find_spec("redis") is None:
+        unavailable('the redis client is missing (pip install "xbatcher[redis]")')
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """The URL of a real redis-server started for the session (skipped, with the
+    reason, only where the binary or the client is missing; failed in CI)."""
+    _need_redis()
+    server = RedisServer().start()
+    try:
+        yield server.url
+    finally:
+        server.kill()
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A redis-server of this test's own (it may kill and restart it)."""
+    _need_redis()
+    server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        server.kill()

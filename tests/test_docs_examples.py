@@ -18,6 +18,7 @@ EXAMPLE = DOCS / "examples" / "training_loop.py"
 RUNNABLE_PAGES = [
     "README.md",
     "architecture.md",
+    "caching.md",
     "etl.md",
     "loaders.md",
     "reading.md",
@@ -84,6 +85,9 @@ def test_doc_snippets_run_and_print_what_the_page_shows(page, monkeypatch):
     from xbatcher.sources import _registry
 
     monkeypatch.setattr(_registry, "_registered", [])  # a snippet may register
+    from xbatcher.caches import _registry as _caches
+
+    monkeypatch.setattr(_caches, "_FACTORIES", dict(_caches._FACTORIES))
     found = snippets(page)
     assert found, f"no python snippet in docs/{page}"
     namespace: dict[str, object] = {"__name__": f"docs_{page}"}

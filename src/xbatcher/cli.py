@@ -1,7 +1,9 @@
-"""The ``xbatcher`` command line: ``xbatcher demo`` and ``xbatcher versions``.
+"""The ``xbatcher`` command line: ``xbatcher demo``, ``xbatcher versions`` and
+``xbatcher cache warm``.
 
 A thin layer over the library: each subcommand parses its options and calls one
-public function (:func:`xbatcher.demo.run_demo`, :func:`xbatcher.show_versions`).
+public function (:func:`xbatcher.demo.run_demo`, :func:`xbatcher.show_versions`,
+:meth:`xbatcher.BatchGenerator.cache_all`).
 """
 
 from __future__ import annotations
@@ -9,11 +11,12 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from xbatcher._version import __version__
 from xbatcher._versions import show_versions
 from xbatcher.demo import DEFAULT_SIZES, run_demo
-from xbatcher.errors import XbatcherError
+from xbatcher.errors import SchemaError, XbatcherError
 
 __all__ = ["main"]
 
@@ -27,6 +30,93 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1; got {value}")
     return value
+
+
+def _dim_sizes(text: str) -> dict[str, int]:
+    """argparse type: ``lat=32,lon=32`` -> ``{"lat": 32, "lon": 32}``."""
+    out: dict[str, int] = {}
+    for part in text.split(","):
+        name, sep, value = part.partition("=")
+        if not sep or not name:
+            raise argparse.ArgumentTypeError(
+                f"expected DIM=N[,DIM=N...] (e.g. lat=32,lon=32); got {text!r}"
+            )
+        out[name] = _positive_int(value)
+    return out
+
+
+def _add_cache_parser(sub: Any) -> None:
+    cache = sub.add_parser(
+        "cache",
+        help="fill batch and chunk caches ahead of training",
+        description="Manage xbatcher caches (see docs/caching.md).",
+    )
+    actions = cache.add_subparsers(dest="action", metavar="ACTION", required=True)
+    warm = actions.add_parser(
+        "warm",
+        help="fill a batch cache and/or a chunk cache from a Zarr store",
+        description=(
+            "Open a Zarr store lazily, build a BatchGenerator over it and fill its "
+            "caches (BatchGenerator.cache_all): every chunk in --chunk-cache, every "
+            "batch of epoch 0 in --cache. Entries already cached are skipped."
+        ),
+    )
+    warm.add_argument("store", help="path or URL of the Zarr store to batch")
+    warm.add_argument(
+        "--input-dims",
+        type=_dim_sizes,
+        required=True,
+        metavar="DIM=N,...",
+        help="window size per dim, e.g. lat=32,lon=32",
+    )
+    warm.add_argument(
+        "--batch-dims",
+        type=_dim_sizes,
+        default=None,
+        metavar="DIM=N,...",
+        help="0.4 batch_dims, e.g. time=8",
+    )
+    warm.add_argument("--batch-size", type=_positive_int, default=None, metavar="N")
+    warm.add_argument(
+        "--variables", default=None, metavar="A,B", help="data variables to batch"
+    )
+    warm.add_argument("--cache", default=None, metavar="URL", help="batch cache URL")
+    warm.add_argument(
+        "--chunk-cache", default=None, metavar="URL", help="chunk cache URL"
+    )
+    warm.add_argument(
+        "--no-progress", action="store_true", help="do not show progress bars"
+    )
+    warm.set_defaults(handler=_cache_warm)
+
+
+def _cache_warm(args: argparse.Namespace) -> int:
+    import xarray as xr
+
+    from xbatcher.generator import BatchGenerator
+
+    if args.cache is None and args.chunk_cache is None:
+        raise SchemaError(
+            "xbatcher cache warm needs --cache URL (batches), --chunk-cache URL "
+            "(chunks) or both."
+        )
+    ds = xr.open_dataset(args.store, engine="zarr", chunks=None)
+    if args.variables:
+        ds = ds[args.variables.split(",")]
+    bgen = BatchGenerator(
+        ds,
+        args.input_dims,
+        batch_dims=args.batch_dims,
+        cache=args.cache,
+        batch_size=args.batch_size,
+        chunk_cache=args.chunk_cache,
+    )
+    counts = bgen.cache_all(progress=not args.no_progress)
+    print(
+        f"chunks: {counts['chunks']} ({counts['chunks_decoded']} decoded), "
+        f"batches: {counts['batches']} ({counts['batches_built']} built)"
+    )
+    return 0
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -125,6 +215,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "(for bug reports).",
     )
     versions.set_defaults(handler=_versions)
+    _add_cache_parser(sub)
     return parser
 
 

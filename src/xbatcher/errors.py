@@ -9,6 +9,9 @@ from __future__ import annotations
 __all__ = [
     "BatchIndexError",
     "BatchIndexTypeError",
+    "CacheCorruptError",
+    "CacheEncodeError",
+    "CacheWarning",
     "ChunkDecodeError",
     "DimensionError",
     "InputTypeError",
@@ -16,6 +19,7 @@ __all__ = [
     "SchemaError",
     "StateError",
     "StateTypeError",
+    "UnknownCacheError",
     "VariableError",
     "XbatcherError",
     "XbatcherWarning",
@@ -77,3 +81,22 @@ class OptionalDependencyError(XbatcherError, ImportError):
 
 class XbatcherWarning(UserWarning):
     """Warnings emitted by xbatcher."""
+
+
+class UnknownCacheError(XbatcherError, ValueError):
+    """A cache URL names a scheme no cache backend is registered for; the message
+    lists the known schemes."""
+
+
+class CacheEncodeError(XbatcherError, TypeError):
+    """A value cannot be stored in a cache exactly (an object dtype, an attribute of
+    an unsupported type...); xbatcher never falls back to pickle."""
+
+
+class CacheCorruptError(XbatcherError, ValueError):
+    """A cache entry failed its checksum or format check (corrupt or truncated)."""
+
+
+class CacheWarning(XbatcherWarning):
+    """A cache backend failed (unreachable, full) or held a corrupt entry; batches
+    keep coming from the source."""

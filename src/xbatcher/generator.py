@@ -27,6 +27,7 @@ from numpy.typing import NDArray
 from . import _iteration
 from ._state import STATE_VERSION, Cursor, checked_state
 from ._validation import check_bool, check_int
+from .caches._warm import CacheWarmUp
 from .engine import (
     ArrayBatch,
     Batch,
@@ -50,6 +51,7 @@ from .sampling import Sampler, SequentialSampler
 from .schema import BatchSchema
 
 if TYPE_CHECKING:
+    from .caches import BatchCache
     from .mapping_cache import MappingBatchCache
 from .splits import check_sampler_fits, parent_units, split_bounds
 from .validity import chunk_grid, make_filter
@@ -57,7 +59,7 @@ from .validity import chunk_grid, make_filter
 __all__ = ["ArrayBatches", "BatchGenerator"]
 
 
-class BatchGenerator:
+class BatchGenerator(CacheWarmUp):
     """Create a generator for iterating through xarray DataArrays / Datasets in batches.
 
     Compatible with the xbatcher 0.4 ``BatchGenerator`` (same arguments, same batch
@@ -78,10 +80,10 @@ class BatchGenerator:
         Concatenate all windows of a batch along ``input_batch`` / ``sample``.
     preload_batch : bool
         Return numpy-backed batches (True) or lazy dask-backed ones (False).
-    cache : MutableMapping, optional
-        A batch cache, as in 0.4: any dict-like store (a ``dict``, a
-        ``zarr.storage`` store...). Each batch is built once, passed through
-        ``cache_preprocess`` and stored; later reads of the batch come from the cache.
+    cache : xbatcher.caches.Cache, str or MutableMapping, optional
+        A batch cache: a ``Cache``, a URL (``"file:///path"``...) or, as in 0.4, a
+        dict-like store (``dict``, ``zarr.storage`` store). Batches are built once,
+        passed through ``cache_preprocess``, stored, then read from it (caching.md).
     cache_preprocess : callable, optional
         Applied to a batch before it is cached.
     keep_remainder : bool
@@ -101,6 +103,8 @@ class BatchGenerator:
         ``seed=`` as well is refused.
     block_cache_bytes : int or str
         Budget of the cache of decoded source chunks, e.g. ``"512MiB"``.
+    chunk_cache : xbatcher.caches.Cache or str, optional
+        A (persistent) tier of decoded chunks: later epochs decode none (caching.md).
     resident_bytes : int or str, optional
         With ``shuffle="chunks"``: bytes of chunks a shuffle pool draws from
         (default: 64 MiB, at most half of ``block_cache_bytes``). Larger pools give
@@ -153,6 +157,7 @@ class BatchGenerator:
         seed: int | None = None,
         sampler: Sampler | None = None,
         block_cache_bytes: int | str = "512MiB",
+        chunk_cache: Any = None,
         resident_bytes: int | str | None = None,
         skip_nan: str | Sequence[str] | None = None,
         mask: str | xr.DataArray | None = None,
@@ -175,9 +180,10 @@ class BatchGenerator:
         )
         block_cache = BlockCache(parse_bytes(block_cache_bytes))
         self.engine = BatchEngine(ds, self.schema, block_cache)
+        self._source_fp: str | None = None  # source_fingerprint, computed on demand
+        self.chunk_cache = _attach_chunk_cache(self, chunk_cache)
         sources = self.engine.sources
         data = ds._to_temp_dataset() if isinstance(ds, xr.DataArray) else ds
-        self._source_fp: str | None = None  # source_fingerprint, computed on demand
         valid: NDArray[np.int64] | None = None
         self._filter = make_filter(data, self.schema, skip_nan, mask, min_valid)
         if self._filter is not None:
@@ -466,13 +472,38 @@ class BatchGenerator:
         )
 
 
-def _batch_cache(gen: BatchGenerator) -> MappingBatchCache | None:
-    """The batch cache over ``gen.cache`` (None without ``cache=``)."""
+def _batch_cache(gen: BatchGenerator) -> MappingBatchCache | BatchCache | None:
+    """The batch cache over ``gen.cache`` (None without ``cache=``): a
+    :class:`~xbatcher.caches.Cache` or URL gets the keyed, checksummed layout; a
+    ``MutableMapping`` (or zarr store) keeps 0.4's layout."""
     if gen.cache is None:
         return None
+    from .caches import BatchCache, Cache
+
+    if isinstance(gen.cache, Cache | str):
+        from .caches import as_cache
+
+        backend = as_cache(gen.cache, "cache")
+        return BatchCache(backend, _content_fingerprint(gen), gen.cache_preprocess)
     from .mapping_cache import MappingBatchCache
 
     return MappingBatchCache(gen.cache, _content_fingerprint(gen), gen.cache_preprocess)
+
+
+def _attach_chunk_cache(gen: BatchGenerator, chunk_cache: Any) -> Any:
+    """Route the engine's chunked sources through the ``chunk_cache=`` tier, keyed
+    by the source's fingerprint (not the schema: generators over the same data
+    share the chunks); returns ``chunk_cache``."""
+    if chunk_cache is None:
+        return None
+    from .caches import as_cache, cache_chunks
+
+    backend = as_cache(chunk_cache, "chunk_cache")
+    if gen._source_fp is None:  # chunks read here bypass the in-memory chunk cache,
+        # which would otherwise serve them without their reaching the tier
+        gen._source_fp = source_fingerprint(gen.ds, gen.engine.sources, None)
+    gen.engine.sources = cache_chunks(gen.engine.sources, backend, gen._source_fp)
+    return chunk_cache
 
 
 def _xarray_reader(
@@ -495,17 +526,17 @@ def _cached_batch(gen: BatchGenerator, units: NDArray[np.int64]) -> Batch:
     cache = gen._batch_cache
     if cache is None:
         return read_batch_xarray(gen.engine, units, gen.preload_batch)
-    key = (
-        str(int(units[0]))
-        if units.size == 1
-        else "s-" + hashlib.sha256(units.tobytes()).hexdigest()[:20]
-    )
-    if key in cache:
-        return cache.get(key, gen.preload_batch)
-    batch = read_batch_xarray(gen.engine, units, gen.preload_batch)
-    if gen.cache_preprocess is not None:
-        batch = gen.cache_preprocess(batch)
-    cache.put(key, batch)
+    hit = cache.lookup(units, gen.preload_batch)
+    if hit is not None:
+        return hit  # type: ignore[no-any-return]
+    try:
+        batch = read_batch_xarray(gen.engine, units, gen.preload_batch)
+        if gen.cache_preprocess is not None:
+            batch = gen.cache_preprocess(batch)
+    except BaseException:
+        cache.abandon(units)
+        raise
+    cache.save(units, batch)
     return batch
 
 
@@ -583,6 +614,7 @@ def _split_part(
         drop_last=s.drop_last,
         sampler=SequentialSampler() if weights is not None else gen.sampler,
         block_cache_bytes=gen.block_cache.max_bytes,
+        chunk_cache=gen.chunk_cache,
         **filters,
     )
     if weights is not None:

@@ -234,6 +234,13 @@ class ByteLRU(Generic[K, V]):
                 raise
 
     # ------------------------------------------------------------------ upkeep
+    def discard(self, key: K) -> None:
+        """Drop the value of ``key`` if cached (claims in flight stay)."""
+        with self._lock:
+            if key in self._data:
+                del self._data[key]
+                self._bytes -= self._sizes.pop(key)
+
     def clear(self) -> None:
         """Drop every cached value (claims in flight stay)."""
         with self._lock:

@@ -13,10 +13,17 @@ The layout is 0.4's: batch ``i`` is a Zarr v2 group at key prefix ``"<i>/"`` (so
 * an entry counts only once its completion marker is written, so an interrupted write
   is recomputed instead of returning a partial batch;
 * batches stacked into a ``sample`` MultiIndex round-trip (0.4 failed to write them),
-  and a DataArray comes back as a DataArray (0.4 returned a Dataset).
+  and a DataArray comes back as a DataArray (0.4 returned a Dataset);
+* generators that share one store without sharing batches (split parts, other
+  parameters or data) no longer overwrite each other: the first to write batch ``i``
+  owns 0.4's ``"<i>/"`` group, the others write theirs under
+  ``"xb-<fingerprint>/<i>/"``, so each keeps its entries. (A store reused after the
+  data changed therefore keeps the old ``"<i>/"`` entries beside the new ones: clear
+  it to reclaim the space.)
 
-The pluggable cache layer of the roadmap (memory LRU, Zarr on S3, Redis) replaces
-this module's internals behind the same arguments.
+The pluggable caches (:mod:`xbatcher.caches`: memory, files or S3, Redis; keyed,
+checksummed, pickle-free) are used instead when ``cache=`` is a
+:class:`~xbatcher.caches.Cache` or a URL.
 """
 
 from __future__ import annotations
@@ -29,7 +36,9 @@ import warnings
 from collections.abc import Callable, MutableMapping
 from typing import Any
 
+import numpy as np
 import xarray as xr
+from numpy.typing import NDArray
 
 from .errors import OptionalDependencyError
 
@@ -59,8 +68,10 @@ class MappingBatchCache:
             from .errors import InputTypeError
 
             raise InputTypeError(
-                f"cache must be a MutableMapping (e.g. a dict) or a zarr store; got "
-                f"{type(store).__name__}. Use cache={{}} or zarr.storage.LocalStore(path)."
+                f"cache must be an xbatcher.caches.Cache, a cache URL (e.g. "
+                f"'memory://?max_bytes=2GB'), a MutableMapping (e.g. a dict) or a zarr "
+                f"store; got {type(store).__name__}. Use cache='memory://', cache={{}} "
+                "or zarr.storage.LocalStore(path)."
             )
         self.store = store
         self.fingerprint = (
@@ -72,7 +83,51 @@ class MappingBatchCache:
     def _group(self, key: str) -> str:
         return key
 
+    @staticmethod
+    def unit_key(units: NDArray[np.int64]) -> str:
+        """0.4's key of a batch: its index; a sample batch: a hash of its units."""
+        if units.size == 1:
+            return str(int(units[0]))
+        return "s-" + hashlib.sha256(units.tobytes()).hexdigest()[:20]
+
+    def _own_key(self, key: str) -> str:
+        """Where this generator writes ``key`` when another one holds 0.4's slot."""
+        return f"xb-{hashlib.sha256(self.fingerprint.encode()).hexdigest()[:16]}/{key}"
+
+    def lookup(self, units: NDArray[np.int64], load: bool) -> Any | None:
+        """The cached batch of ``units``, or ``None``."""
+        key = self.unit_key(units)
+        for where in (key, self._own_key(key)):
+            if self._entry_fingerprint(where) == self.fingerprint:
+                return self.get(where, load)
+        return None
+
+    def abandon(self, units: NDArray[np.int64]) -> None:
+        """Nothing to undo (no leases in the 0.4 layout)."""
+        del units
+
+    def contains(self, units: NDArray[np.int64]) -> bool:
+        """Whether the batch of ``units`` is cached (for this generator)."""
+        key = self.unit_key(units)
+        return any(
+            self._entry_fingerprint(where) == self.fingerprint
+            for where in (key, self._own_key(key))
+        )
+
+    def save(self, units: NDArray[np.int64], batch: xr.Dataset | xr.DataArray) -> None:
+        """Write the batch of ``units``: in 0.4's slot unless another generator's
+        complete entry holds it."""
+        key = self.unit_key(units)
+        holder = self._entry_fingerprint(key)
+        self.put(
+            key if holder in (None, self.fingerprint) else self._own_key(key), batch
+        )
+
     def __contains__(self, key: str) -> bool:
+        return self._entry_fingerprint(key) == self.fingerprint
+
+    def _entry_fingerprint(self, key: str) -> str | None:
+        """The fingerprint of the complete entry at ``key`` (None: none there)."""
         import zarr
 
         try:
@@ -85,14 +140,15 @@ class MappingBatchCache:
             ValueError,
             zarr.errors.GroupNotFoundError,
         ):
-            return False
+            return None
         if not group.attrs.get(_MARKER, False):
-            return False
+            return None
         try:
             meta = json.loads(str(group.attrs[_META]))
         except (KeyError, ValueError):
-            return False
-        return bool(meta.get("fingerprint") == self.fingerprint)
+            return None
+        found = meta.get("fingerprint")
+        return found if isinstance(found, str) else None
 
     def get(self, key: str, load: bool) -> xr.Dataset | xr.DataArray:
         with warnings.catch_warnings():

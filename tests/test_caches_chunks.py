@@ -1,0 +1,139 @@
+"""``chunk_cache=``: decoded source chunks kept in a cache tier; epoch 1 fills it and
+later epochs read no chunk from the source, whatever the shuffle order."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import xbatcher as xb
+from conftest import make_dataset, to_backend
+from xbatcher.caches import Cache, ChunkCachedSource, open_cache
+from xbatcher.engine import read_batch
+
+
+@pytest.fixture(params=["memory", "dir", "s3", "redis"])
+def chunk_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Cache]:
+    name = uuid.uuid4().hex[:8]
+    if request.param == "memory":
+        mem = open_cache("memory://?max_bytes=64MB")
+        return lambda: mem
+    if request.param == "dir":
+        return lambda: open_cache(f"file://{tmp_path}/chunks")
+    if request.param == "s3":
+        opts = request.getfixturevalue("s3_endpoint")
+        return lambda: open_cache(f"s3://xbatcher-test/{name}", storage_options=opts)
+    url = request.getfixturevalue("redis_url")
+    return lambda: open_cache(f"{url}?prefix={name}:")
+
+
+def _count_source_reads(bgen: xb.BatchGenerator) -> list[int]:
+    """Count the chunks the wrapped (original) sources decode from now on."""
+    count = [0]
+    for src in bgen.engine.sources.values():
+        assert isinstance(src, ChunkCachedSource)
+        inner = src.inner
+        read_chunks, submit = inner.read_chunks, inner.submit_chunk
+
+        def counted_read(ids: Any, _f: Any = read_chunks) -> Any:
+            count[0] += len(ids)
+            return _f(ids)
+
+        def counted_submit(cid: Any, _f: Any = submit) -> Any:
+            count[0] += 1
+            return _f(cid)
+
+        inner.read_chunks = counted_read  # type: ignore[method-assign]
+        inner.submit_chunk = counted_submit  # type: ignore[method-assign]
+    return count
+
+
+@pytest.mark.parametrize("backend", ["zarr", "zarr-dask"])
+def test_second_epoch_reads_no_chunk_from_the_source(
+    chunk_store: Callable[[], Cache], backend: str, tmp_path: Path
+) -> None:
+    ds = to_backend(make_dataset(), backend, tmp_path / "src.zarr")
+    params: dict[str, Any] = dict(input_dims={"lat": 3, "lon": 4}, batch_size=5)
+    reference = xb.BatchGenerator(make_dataset(), shuffle=True, seed=7, **params)
+    first = xb.BatchGenerator(
+        ds, chunk_cache=chunk_store(), shuffle=True, seed=7, **params
+    )
+    reads = _count_source_reads(first)
+    for i in range(len(first)):
+        np.testing.assert_array_equal(
+            first.arrays[i]["air"], reference.arrays[i]["air"]
+        )
+    nchunks = sum(int(np.prod(s.nchunks)) for s in first.engine.sources.values())
+    assert reads[0] == nchunks  # epoch 1: every chunk decoded once
+    # a new process (fresh in-memory chunk cache), another shuffle order
+    again = xb.BatchGenerator(
+        ds, chunk_cache=chunk_store(), shuffle=True, seed=8, **params
+    )
+    reference = xb.BatchGenerator(make_dataset(), shuffle=True, seed=8, **params)
+    reads = _count_source_reads(again)
+    for i in range(len(again)):
+        xr.testing.assert_identical(again[i], reference[i])
+        units = again.batch_units(i)
+        np.testing.assert_array_equal(
+            read_batch(again.engine, units)["mask"], reference.arrays[i]["mask"]
+        )
+    assert reads[0] == 0
+
+
+def test_chunk_keys_follow_the_data_not_the_schema(tmp_path: Path) -> None:
+    ds = to_backend(make_dataset(), "zarr", tmp_path / "a.zarr")
+    cache = open_cache(str(tmp_path / "chunks"))
+    a = xb.BatchGenerator(ds, {"lat": 5}, chunk_cache=cache)
+    for i in range(len(a)):
+        a[i]
+    b = xb.BatchGenerator(ds, {"lat": 2, "lon": 3}, chunk_cache=cache)  # other schema
+    reads = _count_source_reads(b)
+    for i in range(len(b)):
+        b[i]
+    assert reads[0] == 0  # same data: same chunks
+    other = to_backend(make_dataset() * 2, "zarr", tmp_path / "b.zarr")
+    c = xb.BatchGenerator(other, {"lat": 5}, chunk_cache=cache)
+    fresh = xb.BatchGenerator(make_dataset() * 2, {"lat": 5})
+    for i in range(len(c)):
+        xr.testing.assert_identical(c[i], fresh[i])  # never the other data's chunks
+
+
+def test_in_memory_sources_are_not_wrapped() -> None:
+    bgen = xb.BatchGenerator(make_dataset(), {"lat": 5}, chunk_cache="memory://")
+    assert not any(
+        isinstance(s, ChunkCachedSource) for s in bgen.engine.sources.values()
+    )
+
+
+def test_corrupt_chunk_entry_is_recomputed(tmp_path: Path) -> None:
+    from xbatcher.errors import CacheWarning
+
+    ds = to_backend(make_dataset(), "zarr", tmp_path / "a.zarr")
+    cache = open_cache(str(tmp_path / "chunks"))
+    a = xb.BatchGenerator(ds, {"lat": 5}, chunk_cache=cache)
+    want = [a[i] for i in range(len(a))]
+    for path in (tmp_path / "chunks").rglob("*"):
+        if path.is_file():
+            path.write_bytes(path.read_bytes()[:20])
+    b = xb.BatchGenerator(ds, {"lat": 5}, chunk_cache=cache)
+    with pytest.warns(CacheWarning, match="corrupt"):
+        got = [b[i] for i in range(len(b))]
+    for x, y in zip(got, want, strict=True):
+        xr.testing.assert_identical(x, y)
+
+
+def test_split_parts_keep_the_chunk_cache(tmp_path: Path) -> None:
+    ds = to_backend(make_dataset(), "zarr", tmp_path / "a.zarr")
+    bgen = xb.BatchGenerator(ds, {"lat": 5}, chunk_cache=str(tmp_path / "c"))
+    parts = bgen.split("time", train=4, val=2)
+    assert all(
+        isinstance(s, ChunkCachedSource)
+        for p in parts.values()
+        for s in p.engine.sources.values()
+    )
