@@ -161,7 +161,7 @@ def test_values_equal_isel_property(
     span = max(0, lo + n_hist - 1, lead) - min(0, lo, lead) + 1
     input_dims = {"lat": wy, "lon": wx}
     if span > t:
-        with pytest.raises(SchemaError, match="no sample fits|is out of range"):
+        with pytest.raises(SchemaError, match=r"no sample fits|is out of range"):
             xb.BatchGenerator(ds, input_dims, batch_size=batch_size, windows=windows)
         return
     bgen = xb.BatchGenerator(ds, input_dims, batch_size=batch_size, windows=windows)
@@ -553,3 +553,12 @@ def test_error_skip_nan_variable_no_window_reads():
             windows={"x": xb.Window("t2m")},
             skip_nan="u10",
         )
+
+
+def test_docstring_examples_of_windows_module():
+    import doctest
+
+    import xbatcher.windows
+
+    result = doctest.testmod(xbatcher.windows, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0

@@ -10,23 +10,100 @@ vectorised gathers as one-window batches, and lays each role out as a sample bat
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import xarray as xr
 from numpy.typing import NDArray
 
-from .errors import DimensionError
+from .errors import DimensionError, XbatcherWarning
 from .layout import VarLayout, XarrayBuilder, layout_array, plan_layout
+from .reader import BlockCache, WindowRequest, gather
 from .reader import prefetch as prefetch_chunks
-from .schema import BatchSchema
+from .schema import BatchSchema, Windows
+from .sources import Source
 
-if TYPE_CHECKING:
-    from .engine import ArrayBatch, Batch, BatchEngine
+__all__ = [
+    "Role",
+    "make_roles",
+    "read_roles",
+    "read_roles_xarray",
+    "role_schema",
+    "role_variables",
+    "role_windows",
+]
 
-__all__ = ["Role", "make_roles", "read_roles", "read_roles_xarray", "role_variables"]
+Batch = xr.Dataset | xr.DataArray
+ArrayBatch = NDArray[Any] | dict[Hashable, NDArray[Any]]
+
+
+class BatchEngine(Protocol):
+    """What reading roles needs of :class:`xbatcher.engine.BatchEngine`."""
+
+    schema: BatchSchema
+    block_cache: BlockCache
+    sources: dict[Hashable, Source]
+    coord_sources: dict[Hashable, Source]
+    source_dims: dict[Hashable, tuple[Hashable, ...]]
+    var_dims: dict[Hashable, tuple[Hashable, ...]]
+    sizes: dict[Hashable, int]
+    roles: dict[str, Role] | None
+
+    def request(
+        self, windows: Windows, dims: Sequence[Hashable]
+    ) -> WindowRequest: ...  # pragma: no cover
+
+    def pack(
+        self, per_var: dict[Hashable, NDArray[Any]]
+    ) -> ArrayBatch: ...  # pragma: no cover
+
+
+def role_windows(schema: BatchSchema, units: NDArray[np.int64]) -> dict[str, Windows]:
+    """The windows of each role of ``units``: the anchors' windows (the schema's
+    sample windows) moved by each role's offsets and lengthened to its count."""
+    anchor = schema.unit_windows(units)
+    out = {}
+    for name, window in schema.windows:
+        starts = dict(anchor.starts)
+        lengths = dict(anchor.lengths)
+        for o in window.offsets:
+            starts[o.dim] = anchor.starts[o.dim] + o.first
+            lengths[o.dim] = o.count
+        out[name] = Windows(starts, lengths, anchor.count)
+    return out
+
+
+def role_schema(schema: BatchSchema, name: str) -> BatchSchema:
+    """The one-window sample schema whose layout role ``name`` has: its offset dims
+    (those kept, not given as a single int) are windows too, first, with stride 1
+    (so its window ``k`` along such a dim starts at point ``k``)."""
+    window = dict(schema.windows)[name]
+    kept = [o for o in window.offsets if not o.scalar]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", XbatcherWarning)
+        return BatchSchema(
+            dict(schema.sizes),
+            {**{o.dim: o.count for o in kept}, **dict(schema.input_dims)},
+            {**{o.dim: o.count - 1 for o in kept}, **dict(schema.input_overlap)},
+            schema.batch_dims,
+            keep_remainder=schema.keep_remainder,
+            batch_size=schema.batch_size,
+            drop_last=schema.drop_last,
+        )
+
+
+def gather_windows(
+    src: Source, request: WindowRequest, cache: BlockCache
+) -> NDArray[Any]:
+    """:func:`~xbatcher.reader.gather`; a variable with none of the request's dims
+    (0-d) gives its value for every window."""
+    out = gather(src, request, cache)
+    if out.shape[0] != request.count:
+        out = np.repeat(out[:1], request.count, axis=0)
+    return out
 
 
 @dataclass(frozen=True, eq=False)
@@ -69,13 +146,12 @@ def make_roles(obj: xr.Dataset | xr.DataArray, schema: BatchSchema) -> dict[str,
     roles = {}
     for name, names in variables.items():
         sub = obj if isinstance(obj, xr.DataArray) else obj[list(names)]
-        role_schema = schema.role_schema(name)
-        builder = XarrayBuilder(sub, role_schema)
+        one = role_schema(schema, name)
+        builder = XarrayBuilder(sub, one)
         layouts = {
-            v: plan_layout(role_schema, builder.ds_dims, data[v].dims, sizes)
-            for v in names
+            v: plan_layout(one, builder.ds_dims, data[v].dims, sizes) for v in names
         }
-        roles[name] = Role(name, names, role_schema, layouts, builder)
+        roles[name] = Role(name, names, one, layouts, builder)
     return roles
 
 
@@ -89,10 +165,8 @@ def read_roles(
     engine: BatchEngine, batches: Sequence[NDArray[np.int64]]
 ) -> list[dict[str, ArrayBatch]]:
     """Numpy batches ``{role: batch}`` of ``batches`` (each role gathered at once)."""
-    from .engine import gather_windows
-
     flat = np.concatenate(batches) if batches else np.zeros(0, np.int64)
-    windows = engine.schema.role_windows(flat)
+    windows = role_windows(engine.schema, flat)
     edges = np.cumsum([0, *(b.size for b in batches)])
     out: list[dict[str, ArrayBatch]] = [{} for _ in batches]
     for name, role in _roles(engine).items():
@@ -117,10 +191,8 @@ def read_roles_xarray(
     engine: BatchEngine, batches: Sequence[NDArray[np.int64]], preload: bool = True
 ) -> list[dict[str, Batch]]:
     """xarray batches ``{role: batch}`` of ``batches`` (numpy- or dask-backed)."""
-    from .engine import gather_windows
-
     flat = np.concatenate(batches) if batches else np.zeros(0, np.int64)
-    windows = engine.schema.role_windows(flat)
+    windows = role_windows(engine.schema, flat)
     edges = np.cumsum([0, *(b.size for b in batches)])
     out: list[dict[str, Batch]] = [{} for _ in batches]
     for name, role in _roles(engine).items():
@@ -155,20 +227,16 @@ def read_roles_xarray(
     return out
 
 
-def _cut(request: Any, lo: int, hi: int) -> Any:
-    from .reader import WindowRequest
-
+def _cut(request: WindowRequest, lo: int, hi: int) -> WindowRequest:
     return WindowRequest(
         tuple(s[lo:hi] for s in request.starts), request.lengths, hi - lo
     )
 
 
-def _lazy(engine: BatchEngine, name: Hashable, request: Any) -> Any:
+def _lazy(engine: BatchEngine, name: Hashable, request: WindowRequest) -> Any:
     """A dask array whose one task gathers ``request`` (``preload_batch=False``)."""
     import dask.array as da
     from dask.delayed import delayed
-
-    from .engine import gather_windows
 
     src = engine.sources[name]
     task = delayed(gather_windows, pure=True)(src, request, engine.block_cache)
@@ -181,7 +249,7 @@ def roles_nbytes(engine: BatchEngine) -> int:
     schema = engine.schema
     total = 0
     for name, role in _roles(engine).items():
-        lengths = dict(schema.role_windows(np.zeros(1, np.int64))[name].lengths)
+        lengths = dict(role_windows(schema, np.zeros(1, np.int64))[name].lengths)
         for v in role.variables:
             dims = engine.var_dims[v]
             per_window = math.prod(lengths.get(d, engine.sizes[d]) for d in dims)
@@ -191,7 +259,7 @@ def roles_nbytes(engine: BatchEngine) -> int:
 
 def prefetch_roles(engine: BatchEngine, units: NDArray[np.int64]) -> None:
     """Decode into the chunk cache the chunks that every role of ``units`` needs."""
-    windows = engine.schema.role_windows(units)
+    windows = role_windows(engine.schema, units)
     roles = _roles(engine)
     reads = sum(len(r.variables) for r in roles.values())
     budget = engine.block_cache.max_bytes // (4 * max(1, reads))

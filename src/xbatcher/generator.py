@@ -122,11 +122,7 @@ class BatchGenerator(CacheWarmUp):
         ``mask`` (True): ``min_valid=0.5`` keeps windows at least half valid;
         ``{"mask": 0.5}`` sets it for one filter (the other stays 1.0).
     windows : dict of str to xbatcher.Window, optional
-        Several windows per sample, e.g. a forecast pair ``{"x": xb.Window(
-        variables=["t2m", "u10"], offsets={"time": range(-3, 1)}), "y":
-        xb.Window(variables=["t2m"], offsets={"time": 6})}`` (needs ``batch_size``):
-        batches are dicts keyed by role, and only samples whose every window lies in
-        the data exist (see ``docs/targets.md``).
+        Several windows per sample (inputs, targets at a lead): batches keyed by role.
 
     Attributes
     ----------

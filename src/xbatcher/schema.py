@@ -517,37 +517,6 @@ class BatchSchema:
         count = int(next(iter(starts.values())).size)
         return Windows(starts, lengths, count)
 
-    def role_windows(self, units: NDArray[np.int64]) -> dict[str, Windows]:
-        """Several windows per sample: the windows of each role for ``units``
-        (the anchors' windows moved by each role's offsets)."""
-        anchor = self.unit_windows(units)
-        out = {}
-        for name, window in self.windows:
-            starts = dict(anchor.starts)
-            lengths = dict(anchor.lengths)
-            for o in window.offsets:
-                starts[o.dim] = anchor.starts[o.dim] + o.first
-                lengths[o.dim] = o.count
-            out[name] = Windows(starts, lengths, anchor.count)
-        return out
-
-    def role_schema(self, name: str) -> BatchSchema:
-        """The one-window schema whose sample layout role ``name`` has: its
-        offset dims (those kept) are windows too, first, with stride 1."""
-        window = dict(self.windows)[name]
-        kept = [o for o in window.offsets if not o.scalar]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", XbatcherWarning)
-            return BatchSchema(
-                dict(self.sizes),
-                {**{o.dim: o.count for o in kept}, **dict(self.input_dims)},
-                {**{o.dim: o.count - 1 for o in kept}, **dict(self.input_overlap)},
-                self.batch_dims,
-                keep_remainder=self.keep_remainder,
-                batch_size=self.batch_size,
-                drop_last=self.drop_last,
-            )
-
     def window_starts(self, unit: int) -> dict[Hashable, int]:
         """Start of window ``unit`` along each sliced dim (window mode, scalar)."""
         out: dict[Hashable, int] = {}

@@ -143,7 +143,7 @@ class SampleFilter:
         cache: BlockCache,
     ) -> NDArray[np.int64]:
         """:meth:`valid_samples` with several windows per sample."""
-        from ._roles import role_variables
+        from ._roles import role_schema, role_variables
 
         grid_dims = [d for d, _ in schema.unsliced] + list(schema.sliced_dims)
         keep = np.ones(schema.unit_shape, dtype=bool)
@@ -168,7 +168,7 @@ class SampleFilter:
                 else known
             )
         for role, window in schema.windows:
-            role_schema = schema.role_schema(role)
+            one = role_schema(schema, role)
             checks: list[tuple[Source, tuple[Hashable, ...], Any, float]] = []
             for name in self.skip_nan:
                 variable = data[name].variable
@@ -191,7 +191,7 @@ class SampleFilter:
                     (mask_source, mask_dims, np.logical_not, self.min_valid["mask"])
                 )
             for source, dims, is_bad, need in checks:
-                ok = _window_ok(source, dims, role_schema, cache, is_bad, need)
+                ok = _window_ok(source, dims, one, cache, is_bad, need)
                 # per window of the role -> per anchor: the role's window of anchor
                 # a starts at a + offset (its first offset; 0 without offsets)
                 for d, first, count in schema.anchors:
