@@ -150,9 +150,10 @@ def test_forecast_pair_layout_and_values():
     tchunk=st.one_of(st.none(), st.integers(1, 7)),
     xchunk=st.integers(1, 8),
     batch_size=st.integers(1, 7),
+    shuffle=st.sampled_from([False, True, "chunks"]),
 )
 def test_values_equal_isel_property(
-    t, lo, n_hist, lead, lead_list, wy, wx, order, tchunk, xchunk, batch_size
+    t, lo, n_hist, lead, lead_list, wy, wx, order, tchunk, xchunk, batch_size, shuffle
 ):
     ds = make_ds(t=t, y=4, x=5, dims=tuple(order))
     if tchunk is not None:
@@ -164,18 +165,52 @@ def test_values_equal_isel_property(
         with pytest.raises(SchemaError, match=r"no sample fits|is out of range"):
             xb.BatchGenerator(ds, input_dims, batch_size=batch_size, windows=windows)
         return
-    bgen = xb.BatchGenerator(ds, input_dims, batch_size=batch_size, windows=windows)
+    bgen = xb.BatchGenerator(
+        ds,
+        input_dims,
+        batch_size=batch_size,
+        windows=windows,
+        shuffle=shuffle,
+        seed=None if shuffle is False else 5,
+    )
     samples = reference_samples(ds, input_dims, windows)
     assert bgen.n_units == len(samples) == (t - span + 1) * (4 // wy) * (5 // wx)
     for i in sorted({0, len(bgen) - 1}):
         check_batch(ds, bgen, i, samples, input_dims, windows)
-    # iteration (grouped reads) gives the same batches as indexing
+    # iteration (grouped reads) gives the same batches as indexing, and every
+    # sample once
+    seen = []
     for i, (b, a) in enumerate(zip(bgen, bgen.arrays, strict=True)):
+        bgen.set_epoch(0)
         ref = bgen.arrays[i]
+        seen += b["y"]["sample"].values.tolist()
         for role in windows:
             for var in a[role]:
                 np.testing.assert_array_equal(a[role][var], ref[role][var])
                 np.testing.assert_array_equal(b[role][var].values, ref[role][var])
+    assert sorted(seen) == list(range(bgen.n_units))
+
+
+def test_keep_remainder_and_drop_last():
+    ds = make_ds(t=12, y=5, x=8)
+    windows = forecast(hist=range(-1, 1), lead=2)
+    bgen = xb.BatchGenerator(
+        ds,
+        {"lat": 2, "lon": 8},
+        batch_size=4,
+        drop_last=True,
+        keep_remainder=True,
+        windows=windows,
+    )
+    assert bgen.n_units == 9 * 3 and len(bgen) == 6  # lat windows 0, 2 and 3
+    # samples 20..23: (anchor 7, lat 3:5), (anchor 8, lat 0:2, 2:4, 3:5)
+    last = bgen.arrays[-1]
+    np.testing.assert_array_equal(
+        last["x"]["u10"][1], ds.u10.isel(time=slice(7, 9), lat=slice(0, 2)).values
+    )
+    np.testing.assert_array_equal(
+        last["y"]["t2m"][3], ds.t2m.isel(time=10, lat=slice(3, 5)).values
+    )
 
 
 def test_dataarray_source_gives_arrays_per_role():
