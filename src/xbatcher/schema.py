@@ -400,13 +400,13 @@ class BatchSchema:
         )
         anchors = self._derive_anchors(sizes, order)
         object.__setattr__(self, "anchors", anchors)
-        first_anchor = {d: (a, n) for d, a, n in anchors}
+        n_anchors = {d: n for d, _, n in anchors}  # fewer samples along them
         if self.batch_size is None:
             grid = tuple(w.n_groups for w in sliced)
         else:
-            grid = tuple(
-                first_anchor.get(d, (0, n))[1] for d, n in self.unsliced
-            ) + tuple(w.n_windows for w in sliced)
+            grid = tuple(n_anchors.get(d, n) for d, n in self.unsliced) + tuple(
+                w.n_windows for w in sliced
+            )
         object.__setattr__(self, "_grid", grid)
 
     def _derive_anchors(
