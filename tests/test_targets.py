@@ -597,3 +597,45 @@ def test_docstring_examples_of_windows_module():
 
     result = doctest.testmod(xbatcher.windows, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    t=st.integers(6, 14),
+    lo=st.integers(-3, 1),
+    n_hist=st.integers(1, 3),
+    lead=st.integers(-2, 4),
+    nan_t2m=st.lists(st.tuples(st.integers(0, 13), st.integers(0, 3)), max_size=3),
+    nan_u10=st.lists(st.tuples(st.integers(0, 13), st.integers(0, 3)), max_size=3),
+    chunked=st.booleans(),
+)
+def test_skip_nan_is_every_window_valid_property(
+    t, lo, n_hist, lead, nan_t2m, nan_u10, chunked
+):
+    ds = make_ds(t=t, y=4, x=2)
+    for var, points in (("t2m", nan_t2m), ("u10", nan_u10)):
+        for ti, yi in points:
+            if ti < t:
+                ds[var][ti, yi, 0] = np.nan
+    if chunked:
+        ds = ds.chunk(time=3)
+    windows = forecast(hist=range(lo, lo + n_hist), lead=lead)
+    input_dims = {"lat": 2, "lon": 2}
+    span = max(0, lo + n_hist - 1, lead) - min(0, lo, lead) + 1
+    if span > t:
+        return
+    bgen = xb.BatchGenerator(
+        ds, input_dims, batch_size=2, windows=windows, skip_nan=["t2m", "u10"]
+    )
+    samples = reference_samples(ds, input_dims, windows)
+    want = []
+    for i, sample in enumerate(samples):
+        values = [
+            expected(ds, sample, input_dims, window, var)
+            for window in windows.values()
+            for var in window.variables
+            if var != "z_static"
+        ]
+        if not any(np.isnan(v).any() for v in values):
+            want.append(i)
+    assert bgen.sample_ids().tolist() == want
