@@ -639,3 +639,9 @@ def test_skip_nan_is_every_window_valid_property(
         if not any(np.isnan(v).any() for v in values):
             want.append(i)
     assert bgen.sample_ids().tolist() == want
+
+
+def test_accessor_forwards_windows():
+    ds = make_ds(t=12)
+    bgen = ds.batch.generator({"lat": 6, "lon": 8}, batch_size=2, windows=forecast())
+    assert bgen.n_units == 3 and set(bgen[0]) == {"x", "y"}
