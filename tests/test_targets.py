@@ -443,9 +443,16 @@ def _chunks_touched(bounds_per_dim, region):
     return set(itertools.product(*out))
 
 
-def test_each_window_decodes_only_the_chunks_it_touches():
+@pytest.mark.parametrize("backend", ["dask", "zarr"])
+def test_each_window_decodes_only_the_chunks_it_touches(backend, tmp_path):
     t, y, x = 60, 8, 8
     ds = make_ds(t=t, y=y, x=x, chunks={"time": 5, "lat": 4, "lon": 4})
+    if backend == "zarr":
+        pytest.importorskip("zarr")
+        ds.to_zarr(tmp_path / "s.zarr", consolidated=False)
+        ds = xr.open_dataset(
+            tmp_path / "s.zarr", engine="zarr", chunks=None, consolidated=False
+        )
     windows = forecast(hist=range(-3, 1), lead=30)
     bgen = xb.BatchGenerator(ds, {"lat": 4, "lon": 4}, batch_size=1, windows=windows)
     bounds = {
