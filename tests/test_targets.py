@@ -652,3 +652,17 @@ def test_accessor_forwards_windows():
     ds = make_ds(t=12)
     bgen = ds.batch.generator({"lat": 6, "lon": 8}, batch_size=2, windows=forecast())
     assert bgen.n_units == 3 and set(bgen[0]) == {"x", "y"}
+
+
+def test_every_role_keeps_every_coordinate_cut_to_its_window():
+    ds = make_ds(t=12).assign_coords(
+        time_bnds=(("time", "bnds"), np.arange(24.0).reshape(12, 2))
+    )
+    windows = {**forecast(), "static": xb.Window("z_static")}
+    b = xb.BatchGenerator(ds, {"lat": 6, "lon": 8}, batch_size=2, windows=windows)[0]
+    # sample 1: anchor 4; x reads times 1..4, y time 10, static the anchor's time 4
+    assert b["x"]["time_bnds"].dims == ("sample", "time_input", "bnds")
+    np.testing.assert_array_equal(b["x"]["time_bnds"].values[1], ds.time_bnds[1:5])
+    np.testing.assert_array_equal(b["y"]["time_bnds"].values[1], ds.time_bnds[10])
+    assert b["static"]["time"].values.tolist() == [30, 40]
+    np.testing.assert_array_equal(b["static"]["time_bnds"].values[1], ds.time_bnds[4])

@@ -145,7 +145,12 @@ def make_roles(obj: xr.Dataset | xr.DataArray, schema: BatchSchema) -> dict[str,
     sizes = dict(obj.sizes)
     roles = {}
     for name, names in variables.items():
-        sub = obj if isinstance(obj, xr.DataArray) else obj[list(names)]
+        # the role's variables with every coordinate (as a one-window batch has)
+        sub = (
+            obj
+            if isinstance(obj, xr.DataArray)
+            else obj.drop_vars([v for v in obj.data_vars if v not in names])
+        )
         one = role_schema(schema, name)
         builder = XarrayBuilder(sub, one)
         layouts = {
