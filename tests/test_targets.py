@@ -666,3 +666,21 @@ def test_every_role_keeps_every_coordinate_cut_to_its_window():
     np.testing.assert_array_equal(b["y"]["time_bnds"].values[1], ds.time_bnds[10])
     assert b["static"]["time"].values.tolist() == [30, 40]
     np.testing.assert_array_equal(b["static"]["time_bnds"].values[1], ds.time_bnds[4])
+
+
+def test_engine_over_a_store_pickles_small_with_roles(tmp_path):
+    pytest.importorskip("zarr")
+    make_ds(t=200, y=32, x=32).to_zarr(tmp_path / "s.zarr", consolidated=False)
+    ds = xr.open_dataset(
+        tmp_path / "s.zarr", engine="zarr", chunks=None, consolidated=False
+    )
+    bgen = xb.BatchGenerator(ds, {"lat": 8, "lon": 8}, batch_size=4, windows=forecast())
+    blob = pickle.dumps(bgen.engine)
+    assert len(blob) < 64_000  # the data is 3 MB: the store travels as its path
+    engine = pickle.loads(blob)
+    got = read_batch(engine, np.array([5, 77]))
+    assert isinstance(got, dict)
+    want = read_batch(bgen.engine, np.array([5, 77]))
+    for role in want:
+        for var in want[role]:
+            np.testing.assert_array_equal(got[role][var], want[role][var])
