@@ -14,7 +14,13 @@ from hypothesis import strategies as st
 import xbatcher as xb
 import xbatcher._roles
 from xbatcher.engine import read_batch, read_batch_xarray
-from xbatcher.errors import DimensionError, InputTypeError, SchemaError, StateError
+from xbatcher.errors import (
+    DimensionError,
+    InputTypeError,
+    SchemaError,
+    StateError,
+    VariableError,
+)
 
 
 def make_ds(t=20, y=6, x=8, dims=("time", "lat", "lon"), chunks=None):
@@ -490,7 +496,7 @@ def test_in_order_epoch_decodes_each_chunk_once():
 
 # --------------------------------------------------------------------------- errors
 def test_error_unknown_variable():
-    with pytest.raises(DimensionError, match=r"'q'.*data variables are \['t2m', 'u10'"):
+    with pytest.raises(VariableError, match=r"'q'.*data variables are \['t2m', 'u10'"):
         xb.BatchGenerator(
             make_ds(), {"lat": 6}, batch_size=2, windows={"x": xb.Window(["t2m", "q"])}
         )

@@ -19,7 +19,7 @@ import numpy as np
 import xarray as xr
 from numpy.typing import NDArray
 
-from .errors import DimensionError, XbatcherWarning
+from .errors import VariableError, XbatcherWarning
 from .layout import VarLayout, XarrayBuilder, layout_array, plan_layout
 from .reader import BlockCache, WindowRequest, gather
 from .reader import prefetch as prefetch_chunks
@@ -121,7 +121,7 @@ def role_variables(
     schema: BatchSchema, data_vars: Sequence[Hashable]
 ) -> dict[str, tuple[Hashable, ...]]:
     """The variables each role reads (all data variables for ``variables=None``);
-    an unknown name raises :class:`~xbatcher.errors.DimensionError`."""
+    an unknown name raises :class:`~xbatcher.errors.VariableError`."""
     out = {}
     for name, window in schema.windows:
         if window.variables is None:
@@ -129,7 +129,7 @@ def role_variables(
             continue
         for v in window.variables:
             if v not in data_vars:
-                raise DimensionError(
+                raise VariableError(
                     f"windows[{name!r}] reads variable {v!r}, which is not a data "
                     f"variable of the data; the data variables are {list(data_vars)}. "
                     "Fix the name in Window(variables=...)."
