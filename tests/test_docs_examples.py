@@ -23,6 +23,7 @@ RUNNABLE_PAGES = [
     "loaders.md",
     "reading.md",
     "sampling.md",
+    "targets.md",
     "training.md",
 ]
 

@@ -27,6 +27,7 @@ from .transforms import (
     TransformedBatches,
     to_features,
 )
+from .windows import Window
 
 __all__ = [
     "ArrayBatches",
@@ -47,6 +48,7 @@ __all__ = [
     "Stack",
     "ToFeatures",
     "TransformedBatches",
+    "Window",
     "__version__",
     "materialize",
     "open_materialized",

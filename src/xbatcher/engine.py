@@ -16,12 +16,20 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Hashable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import xarray as xr
 from numpy.typing import NDArray
 
+from ._roles import (
+    Role,
+    make_roles,
+    prefetch_roles,
+    read_roles,
+    read_roles_xarray,
+    roles_nbytes,
+)
 from .layout import VarLayout, XarrayBuilder, layout_array, plan_layout
 from .reader import (
     BlockCache,
@@ -48,6 +56,11 @@ __all__ = [
 
 Batch = xr.Dataset | xr.DataArray
 ArrayBatch = NDArray[Any] | dict[Hashable, NDArray[Any]]
+# With ``windows=`` a batch is a dict role -> batch (``{"x": ..., "y": ...}``). The
+# functions below keep their one-window return types (so callers that never pass
+# windows= keep narrow types) and cast the role dict to them.
+RoleBatch = dict[str, Batch]
+RoleArrayBatch = dict[str, ArrayBatch]
 
 
 class BatchEngine:
@@ -110,6 +123,10 @@ class BatchEngine:
             name: plan_layout(self.schema, self.builder.ds_dims, dims, self.sizes)
             for name, dims in self.var_dims.items()
         }
+        # several windows per sample (``windows=``): the roles, else None
+        self.roles: dict[str, Role] | None = (
+            make_roles(ds, schema) if schema.windows else None
+        )
 
     @functools.cached_property
     def window_spans(
@@ -132,6 +149,8 @@ class BatchEngine:
     @property
     def batch_nbytes(self) -> int:
         """Bytes of one (full) batch, all variables."""
+        if self.roles is not None:
+            return roles_nbytes(self)
         s = self.schema
         sizes = dict(s.sizes)
         windows = {w.dim: w.window for w in s.sliced}
@@ -209,6 +228,7 @@ def read_batch(engine: BatchEngine, units: NDArray[np.int64]) -> ArrayBatch:
     Returns
     -------
     numpy.ndarray or dict
+        With ``windows=``, a dict role -> the role's batch (as above).
     """
     return read_batches(engine, [units])[0]
 
@@ -218,6 +238,8 @@ def read_batches(
 ) -> list[ArrayBatch]:
     """:func:`read_batch` of each of ``batches``, gathered together (one chunk plan,
     one copy per chunk)."""
+    if engine.roles is not None:
+        return cast(list[ArrayBatch], read_roles(engine, batches))
     if engine.schema.mode == "concat":
         return [_concat_arrays(engine, int(b[0])) for b in batches]
     return _arrays_generic(engine, batches)
@@ -344,7 +366,10 @@ def read_batch_xarray(
     Returns
     -------
     xarray.Dataset or xarray.DataArray
+        With ``windows=``, a dict role -> the role's batch.
     """
+    if engine.roles is not None:
+        return cast(Batch, read_roles_xarray(engine, [units], preload)[0])
     schema = engine.schema
     if schema.mode == "window" and preload:
         return _window_xarray(engine, int(units[0]))
@@ -364,6 +389,8 @@ def read_batches_xarray(
     """:func:`read_batch_xarray` (preloaded) of each of ``batches``; sample and
     window batches are gathered together (one gather of all their windows), then
     wrapped."""
+    if engine.roles is not None:
+        return cast(list[Batch], read_roles_xarray(engine, batches))
     if engine.schema.mode == "window" and batches:
         return _windows_xarray(engine, batches)
     if engine.schema.mode != "sample":
@@ -446,6 +473,8 @@ def _lazy_all(engine: BatchEngine, windows: Windows) -> dict[Hashable, Any]:
 def prefetch(engine: BatchEngine, units: NDArray[np.int64]) -> None:
     """Decode into the chunk cache the chunks that the windows of ``units`` need
     (a background thread calls this for the batches about to be read)."""
+    if engine.roles is not None:
+        return prefetch_roles(engine, units)
     windows = engine.schema.unit_windows(units)
     # prefetched chunks must still be cached when they are used
     budget = engine.block_cache.max_bytes // (4 * max(1, len(engine.sources)))

@@ -18,13 +18,14 @@ import json
 import operator
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from functools import partial
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 import xarray as xr
 from numpy.typing import NDArray
 
 from . import _iteration
+from ._roles import cached_roles
 from ._state import STATE_VERSION, Cursor, checked_state
 from ._validation import check_bool, check_int
 from .caches._warm import CacheWarmUp
@@ -49,6 +50,7 @@ from .prefetch import EpochPrefetcher, prefetch_epoch
 from .reader import BlockCache, parse_bytes
 from .sampling import Sampler, SequentialSampler
 from .schema import BatchSchema
+from .windows import Window
 
 if TYPE_CHECKING:
     from .caches import BatchCache
@@ -119,6 +121,8 @@ class BatchGenerator(CacheWarmUp):
         Fraction of each window that must be valid for ``skip_nan`` (not NaN) and
         ``mask`` (True): ``min_valid=0.5`` keeps windows at least half valid;
         ``{"mask": 0.5}`` sets it for one filter (the other stays 1.0).
+    windows : dict of str to xbatcher.Window, optional
+        Several windows per sample (inputs, targets at a lead): batches keyed by role.
 
     Attributes
     ----------
@@ -162,6 +166,7 @@ class BatchGenerator(CacheWarmUp):
         skip_nan: str | Sequence[str] | None = None,
         mask: str | xr.DataArray | None = None,
         min_valid: float | Mapping[str, float] = 1.0,
+        windows: Mapping[str, Window] | None = None,
     ) -> None:
         _check_inputs(ds, cache_preprocess)
         self.ds = ds
@@ -177,6 +182,7 @@ class BatchGenerator(CacheWarmUp):
             keep_remainder=keep_remainder,
             batch_size=batch_size,
             drop_last=drop_last,
+            windows=windows,
         )
         block_cache = BlockCache(parse_bytes(block_cache_bytes))
         self.engine = BatchEngine(ds, self.schema, block_cache)
@@ -526,6 +532,13 @@ def _cached_batch(gen: BatchGenerator, units: NDArray[np.int64]) -> Batch:
     cache = gen._batch_cache
     if cache is None:
         return read_batch_xarray(gen.engine, units, gen.preload_batch)
+    if gen.engine.roles is not None:
+        from .mapping_cache import MappingBatchCache
+
+        if isinstance(cache, MappingBatchCache):
+            # several windows, 0.4's layout: one entry per role under the batch's key
+            key = cache.unit_key(units)
+            return cast(Batch, cached_roles(gen, cache, key, units))  # see RoleBatch
     hit = cache.lookup(units, gen.preload_batch)
     if hit is not None:
         return hit  # type: ignore[no-any-return]
@@ -616,6 +629,7 @@ def _split_part(
         block_cache_bytes=gen.block_cache.max_bytes,
         chunk_cache=gen.chunk_cache,
         **filters,
+        windows=dict(s.windows) or None,
     )
     if weights is not None:
         units = parent_units(

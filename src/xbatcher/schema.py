@@ -23,6 +23,7 @@ from numpy.typing import NDArray
 
 from ._validation import check_bool, check_int
 from .errors import DimensionError, InputTypeError, SchemaError, XbatcherWarning
+from .windows import Window, anchor_ranges, normalise_windows
 
 __all__ = ["BatchSchema", "DimWindows", "Windows", "canonical_dims"]
 
@@ -203,6 +204,10 @@ class BatchSchema:
         Sample-level batching: ``batch_size`` samples per batch.
     drop_last : bool
         With ``batch_size``: drop a last batch smaller than ``batch_size``.
+    windows : dict of str to Window, optional
+        Several windows per sample (needs ``batch_size``): role name ->
+        :class:`~xbatcher.windows.Window`. Samples are then the *anchors* whose
+        every window fits in the data (see ``docs/targets.md``).
 
     Examples
     --------
@@ -221,11 +226,16 @@ class BatchSchema:
     keep_remainder: bool = False
     batch_size: int | None = None
     drop_last: bool = False
+    windows: tuple[tuple[str, Window], ...] = ()
     sliced: tuple[DimWindows, ...] = field(init=False, repr=False, compare=False)
     unsliced: tuple[tuple[Hashable, int], ...] = field(
         init=False, repr=False, compare=False
     )
     _grid: tuple[int, ...] = field(init=False, repr=False, compare=False)
+    # several windows: (dim, first anchor, anchors) along each dim with offsets
+    anchors: tuple[tuple[Hashable, int, int], ...] = field(
+        init=False, repr=False, compare=False
+    )
 
     def __init__(
         self,
@@ -241,6 +251,7 @@ class BatchSchema:
         keep_remainder: bool = False,
         batch_size: int | None = None,
         drop_last: bool = False,
+        windows: Mapping[str, Window] | None = None,
     ) -> None:
         if hasattr(sizes, "sizes") and hasattr(sizes, "dims"):
             named = [*dict(input_dims or {}), *dict(batch_dims or {})]
@@ -266,6 +277,7 @@ class BatchSchema:
             ),
         )
         setattr_(self, "drop_last", check_bool(drop_last, "drop_last"))
+        setattr_(self, "windows", normalise_windows(windows))
         self._validate_and_derive()
 
     # ------------------------------------------------------------------ validation
@@ -386,13 +398,29 @@ class BatchSchema:
             "unsliced",
             tuple((d, n) for d, n in self.sizes if d not in order),
         )
+        anchors = self._derive_anchors(sizes, order)
+        object.__setattr__(self, "anchors", anchors)
+        n_anchors = {d: n for d, _, n in anchors}  # fewer samples along them
         if self.batch_size is None:
             grid = tuple(w.n_groups for w in sliced)
         else:
-            grid = tuple(n for _, n in self.unsliced) + tuple(
+            grid = tuple(n_anchors.get(d, n) for d, n in self.unsliced) + tuple(
                 w.n_windows for w in sliced
             )
         object.__setattr__(self, "_grid", grid)
+
+    def _derive_anchors(
+        self, sizes: dict[Hashable, int], sliced: list[Hashable]
+    ) -> tuple[tuple[Hashable, int, int], ...]:
+        """Several windows per sample: the anchors along each dim with offsets."""
+        if not self.windows:
+            return ()
+        if self.batch_size is None:
+            raise SchemaError(
+                "windows= gives each sample several windows and needs sample-level "
+                "batches; pass batch_size=N as well (e.g. batch_size=32)."
+            )
+        return anchor_ranges(self.windows, sizes, sliced)
 
     # ------------------------------------------------------------------ structure
     @property
@@ -456,8 +484,9 @@ class BatchSchema:
             )
             starts: dict[Hashable, NDArray[np.int64]] = {}
             n_un = len(self.unsliced)
+            first = {d: a for d, a, _ in self.anchors}
             for (dim, _), k in zip(self.unsliced, idx[:n_un], strict=True):
-                starts[dim] = np.asarray(k, dtype=np.int64)
+                starts[dim] = np.asarray(k, dtype=np.int64) + first.get(dim, 0)
                 lengths[dim] = 1
             for w, k in zip(self.sliced, idx[n_un:], strict=True):
                 starts[w.dim] = w.starts(np.asarray(k, dtype=np.int64))
@@ -583,6 +612,12 @@ def _schema_to_dict(schema: BatchSchema) -> dict[str, Any]:
         "keep_remainder": schema.keep_remainder,
         "batch_size": schema.batch_size,
         "drop_last": schema.drop_last,
+        # only when given: the JSON form and fingerprint of other schemas stay as they were
+        **(
+            {"windows": {n: w.to_dict() for n, w in schema.windows}}
+            if schema.windows
+            else {}
+        ),
     }
 
 
@@ -615,6 +650,8 @@ def _schema_from_dict(cls: type[BatchSchema], data: Mapping[str, Any]) -> BatchS
             keep_remainder=bool(data["keep_remainder"]),
             batch_size=data["batch_size"],
             drop_last=bool(data["drop_last"]),
+            windows={n: Window.from_dict(w) for n, w in data.get("windows", {}).items()}
+            or None,
         )
 
 

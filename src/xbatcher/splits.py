@@ -214,8 +214,9 @@ def parent_units(
     grid: list[NDArray[np.int64]] = []
     found = np.ones(part_ids.size, dtype=bool)
     if parent.mode == "sample":
+        anchor = {d: a for d, a, _ in parent.anchors}  # windows=: first anchor
         for d, _ in parent.unsliced:
-            starts = windows.starts[d]
+            starts = windows.starts[d] - anchor.get(d, 0)
             grid.append(starts + offset if d == dim else starts)
     for w in parent.sliced:
         starts = windows.starts[w.dim] + (offset if w.dim == dim else 0)

@@ -91,8 +91,12 @@ class SampleFilter:
         A sample passes a filter when at least ``min_valid`` of its window's points
         are valid: not NaN in each ``skip_nan`` variable, True in the mask (each taken
         over the dims that variable has). Chunks are read through ``sources`` and
-        ``cache``, each once, on every core.
+        ``cache``, each once, on every core. With several windows per sample
+        (``windows=``) a sample passes when every window of it passes: each
+        ``skip_nan`` variable in every role that reads it, the mask in every role.
         """
+        if schema.windows:
+            return self._valid_roles(schema, data, sources, cache)
         grid_dims = [d for d, _ in schema.unsliced] + list(schema.sliced_dims)
         keep = np.ones(schema.unit_shape, dtype=bool)
         for name in self.skip_nan:
@@ -129,6 +133,73 @@ class SampleFilter:
                 self.min_valid["mask"],
             )
             keep &= _on_grid(ok, variable.dims, grid_dims)
+        return np.flatnonzero(keep.reshape(-1)).astype(np.int64)
+
+    def _valid_roles(
+        self,
+        schema: BatchSchema,
+        data: xr.Dataset,
+        sources: Mapping[Hashable, Source],
+        cache: BlockCache,
+    ) -> NDArray[np.int64]:
+        """:meth:`valid_samples` with several windows per sample."""
+        from ._roles import role_schema, role_variables
+
+        grid_dims = [d for d, _ in schema.unsliced] + list(schema.sliced_dims)
+        keep = np.ones(schema.unit_shape, dtype=bool)
+        variables = role_variables(schema, list(data.data_vars))
+        unread = [
+            v for v in self.skip_nan if not any(v in r for r in variables.values())
+        ]
+        if unread:
+            raise SchemaError(
+                f"skip_nan names {unread}, which no window reads (roles: "
+                f"{ {n: list(v) for n, v in variables.items()} }). Add them to a "
+                "Window's variables or drop them from skip_nan."
+            )
+        mask_source: Source | None = None
+        if isinstance(self.mask, xr.DataArray):
+            mask_source = make_source(("mask",), self.mask.variable)
+        elif self.mask is not None:
+            known = sources.get(self.mask)
+            mask_source = (
+                make_source(("mask", self.mask), data[self.mask].variable)
+                if known is None
+                else known
+            )
+        for role, window in schema.windows:
+            one = role_schema(schema, role)
+            checks: list[tuple[Source, tuple[Hashable, ...], Any, float]] = []
+            for name in self.skip_nan:
+                variable = data[name].variable
+                if name in variables[role] and variable.dtype.kind in "fcmMO":
+                    checks.append(
+                        (
+                            sources[name],
+                            variable.dims,
+                            _nan_points,
+                            self.min_valid["skip_nan"],
+                        )
+                    )
+            if mask_source is not None:
+                mask_dims = (
+                    self.mask.dims
+                    if isinstance(self.mask, xr.DataArray)
+                    else data[self.mask].dims
+                )
+                checks.append(
+                    (mask_source, mask_dims, np.logical_not, self.min_valid["mask"])
+                )
+            for source, dims, is_bad, need in checks:
+                ok = _window_ok(source, dims, one, cache, is_bad, need)
+                # per window of the role -> per anchor: the role's window of anchor
+                # a starts at a + offset (its first offset; 0 without offsets)
+                for d, first, count in schema.anchors:
+                    if d in dims:
+                        o = window.offset(d)
+                        lo = first + (0 if o is None else o.first)
+                        ok = np.take(ok, np.arange(lo, lo + count), axis=dims.index(d))
+                keep &= _on_grid(ok, dims, grid_dims)
         return np.flatnonzero(keep.reshape(-1)).astype(np.int64)
 
 
