@@ -415,14 +415,7 @@ class BatchGenerator(CacheWarmUp):
     @property
     def fingerprint(self) -> str:
         """Hash of schema, source structure and coordinates, and sampler."""
-        h = hashlib.sha256()
-        h.update(_content_fingerprint(self).encode())
-        h.update(
-            json.dumps(self.sampler.to_dict(), sort_keys=True, default=str).encode()
-        )
-        if self.plan.valid is not None:
-            h.update(self.plan.valid.tobytes())
-        return h.hexdigest()[:16]
+        return _full_fingerprint(self)
 
     def state_dict(self) -> dict[str, Any]:
         """Where iteration stands: enough to resume mid-epoch with load_state_dict.
@@ -431,22 +424,7 @@ class BatchGenerator(CacheWarmUp):
         (its epoch and the batches it delivered); before any iteration, or once that
         one finished, where the next iteration starts.
         """
-        shard = self.plan.shard
-        cursor = self._cursor
-        if cursor is not None and not cursor.done:
-            epoch, position = cursor.epoch, cursor.position
-        else:
-            epoch, position = self.epoch, self._resume_at
-        return {
-            "version": STATE_VERSION,
-            "fingerprint": self.fingerprint,
-            "seed": self.seed,
-            "epoch": epoch,
-            "position": position,
-            "shard": None
-            if shard is None
-            else [shard.rank, shard.world_size, shard.even],
-        }
+        return _state_of(self)
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Resume: the next iteration yields exactly the batches not yet delivered.
@@ -476,6 +454,35 @@ class BatchGenerator(CacheWarmUp):
             f"input_dims={dict(s.input_dims)}, batch_dims={dict(s.batch_dims)}, "
             f"batch_size={s.batch_size}, sampler={type(self.sampler).__name__}>"
         )
+
+
+def _full_fingerprint(gen: BatchGenerator) -> str:
+    """``gen.fingerprint``: what its batches hold (content) and their order (sampler)."""
+    h = hashlib.sha256()
+    h.update(_content_fingerprint(gen).encode())
+    h.update(json.dumps(gen.sampler.to_dict(), sort_keys=True, default=str).encode())
+    if gen.plan.valid is not None:
+        h.update(gen.plan.valid.tobytes())
+    return h.hexdigest()[:16]
+
+
+def _state_of(gen: BatchGenerator) -> dict[str, Any]:
+    """``gen.state_dict()``: the epoch and position of its latest unfinished cursor,
+    else where its next iteration starts."""
+    shard = gen.plan.shard
+    cursor = gen._cursor
+    if cursor is not None and not cursor.done:
+        epoch, position = cursor.epoch, cursor.position
+    else:
+        epoch, position = gen.epoch, gen._resume_at
+    return {
+        "version": STATE_VERSION,
+        "fingerprint": gen.fingerprint,
+        "seed": gen.seed,
+        "epoch": epoch,
+        "position": position,
+        "shard": None if shard is None else [shard.rank, shard.world_size, shard.even],
+    }
 
 
 def _batch_cache(gen: BatchGenerator) -> MappingBatchCache | BatchCache | None:
