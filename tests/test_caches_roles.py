@@ -351,3 +351,18 @@ def test_chunk_cache_with_windows_second_epoch_decodes_no_chunk(
             for var in part.data_vars:
                 np.testing.assert_array_equal(arrays[role][var], part[var].values)
     assert reads[0] == 0
+
+
+def test_lazy_roles_are_stored_loaded() -> None:
+    ds = make_ds(t=12).chunk(time=4)
+    params: dict[str, Any] = dict(
+        input_dims=INPUT_DIMS, batch_size=5, windows=forecast()
+    )
+    cache = MemoryCache()
+    lazy = xb.BatchGenerator(ds, cache=cache, preload_batch=False, **params)
+    fresh = xb.BatchGenerator(ds, **params)
+    for i in range(len(lazy)):
+        want = {role: part.load() for role, part in fresh[i].items()}
+        assert_same_roles({r: p.load() for r, p in lazy[i].items()}, want)  # miss
+        assert_same_roles(lazy[i], want)  # hit: in memory
+    assert cache.stats()["hits"] == len(lazy)
