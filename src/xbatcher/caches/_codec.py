@@ -8,7 +8,9 @@ An entry is ``MAGIC | digest | header length | header | payload``:
   truncated entry is detected before anything is decoded;
 * ``header``: UTF-8 JSON describing the object (kind, names, dims, coords, attrs,
   the ``sample`` MultiIndex levels) and, for each array, its dtype, shape and
-  place in the payload;
+  place in the payload; a batch of several windows (``windows=``), a dict
+  ``{role: DataArray or Dataset}``, is one entry of kind ``roles`` holding one such
+  description per role, in order, over one payload;
 * ``payload``: the arrays' raw bytes, little-endian, C order.
 
 Only numeric, bool, complex, ``datetime64``/``timedelta64`` and fixed-width
@@ -140,8 +142,36 @@ def _dataset_header(ds: xr.Dataset, w: _Writer) -> dict[str, Any]:
     }
 
 
-def encode(obj: xr.DataArray | xr.Dataset | NDArray[Any]) -> bytes:
-    """One cache entry holding ``obj`` (a numpy array, DataArray or Dataset).
+def _xarray_header(obj: xr.DataArray | xr.Dataset, w: _Writer) -> dict[str, Any]:
+    if isinstance(obj, xr.DataArray):
+        header = {"kind": "dataarray", "name": w.value(obj.name, "the name")}
+        header.update(_dataset_header(obj.to_dataset(name=_DA_NAME), w))
+        return header
+    return {"kind": "dataset", **_dataset_header(obj, w)}
+
+
+def _roles_header(obj: dict[Any, Any], w: _Writer) -> dict[str, Any]:
+    """The header of a batch of several windows: ``[role, header]`` pairs."""
+    roles = []
+    for role, part in obj.items():
+        if not isinstance(role, str) or not isinstance(part, xr.DataArray | xr.Dataset):
+            raise CacheEncodeError(
+                f"a cache entry of several windows must be a dict of str role -> "
+                f"DataArray or Dataset; got role {role!r} holding "
+                f"{type(part).__name__}. Return such a dict from cache_preprocess."
+            )
+        roles.append([role, _xarray_header(part, w)])
+    return {"kind": "roles", "roles": roles}
+
+
+def encode(
+    obj: xr.DataArray
+    | xr.Dataset
+    | NDArray[Any]
+    | dict[str, xr.DataArray | xr.Dataset],
+) -> bytes:
+    """One cache entry holding ``obj`` (a numpy array, DataArray or Dataset, or the
+    dict ``{role: DataArray or Dataset}`` of a batch of several windows).
 
     Raises
     ------
@@ -150,17 +180,16 @@ def encode(obj: xr.DataArray | xr.Dataset | NDArray[Any]) -> bytes:
     """
     w = _Writer()
     header: dict[str, Any]
-    if isinstance(obj, xr.DataArray):
-        header = {"kind": "dataarray", "name": w.value(obj.name, "the name")}
-        header.update(_dataset_header(obj.to_dataset(name=_DA_NAME), w))
-    elif isinstance(obj, xr.Dataset):
-        header = {"kind": "dataset", **_dataset_header(obj, w)}
+    if isinstance(obj, xr.DataArray | xr.Dataset):
+        header = _xarray_header(obj, w)
     elif isinstance(obj, np.ndarray):
         header = {"kind": "array", "data": w.array(obj, "the array")}
+    elif type(obj) is dict:
+        header = _roles_header(obj, w)
     else:
         raise CacheEncodeError(
-            f"a cache entry must be a numpy array, DataArray or Dataset; got "
-            f"{type(obj).__name__}."
+            f"a cache entry must be a numpy array, DataArray or Dataset, or a dict "
+            f"of str role -> DataArray or Dataset; got {type(obj).__name__}."
         )
     header["arrays"] = w.specs
     text = json.dumps(header, separators=(",", ":")).encode()
@@ -339,6 +368,12 @@ def decode(data: bytes | bytearray | memoryview) -> Any:
     r = _Reader(header, payload)
     if header["kind"] == "array":
         return r.array(header["data"])
+    if header["kind"] == "roles":
+        return {role: _build_any(part, r) for role, part in header["roles"]}
+    return _build_any(header, r)
+
+
+def _build_any(header: dict[str, Any], r: _Reader) -> Any:
     if _DIRECT[0]:
         try:
             return _build(header, r, direct=True)

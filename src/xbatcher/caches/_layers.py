@@ -1,6 +1,7 @@
 """The two uses of a :class:`Cache`: finished batches and decoded source chunks.
 
-* :class:`BatchCache` (``cache=``): an xarray batch per unit set, under
+* :class:`BatchCache` (``cache=``): an xarray batch per unit set (with
+  ``windows=``, the dict of roles as one entry), under
   ``xb<format>/b/<fingerprint>/<units>``. The fingerprint covers the schema, the
   source data, the sample filter, the ``cache_preprocess`` function and the codec's
   format version, so entries never go stale and generators with different
