@@ -14,9 +14,9 @@ import pytest
 import xarray as xr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_targets import expected, forecast, make_ds, reference_samples
 
 import xbatcher as xb
+from test_targets import expected, forecast, make_ds, reference_samples
 from xbatcher.engine import read_batch
 from xbatcher.errors import (
     InputTypeError,
@@ -419,16 +419,26 @@ def test_forecast_roles_equal_isel_at_the_role_offsets(
     batches = [pairs.read(epoch, i) for i in range(len(pairs))]
     assert batches[0][0].shape[0] == 5
     seen = check_forecast_epoch(
-        batches, ds, windows, x_names, y_names, channel_axis  # type: ignore[arg-type]
+        batches,
+        ds,
+        windows,
+        x_names,
+        y_names,
+        channel_axis,
     )
     many = pairs.read_many(epoch, 0, len(pairs))
-    for (x1, y1), (x2, y2) in zip(batches, many, strict=True):  # type: ignore[misc]
+    for (x1, y1), (x2, y2) in zip(batches, many, strict=True):
         np.testing.assert_array_equal(x1, x2)
         np.testing.assert_array_equal(y1, y2)
     if shuffle:  # shuffled: a new order each epoch
         other = [pairs.read(epoch + 1, i) for i in range(len(pairs))]
         again = check_forecast_epoch(
-            other, ds, windows, x_names, y_names, channel_axis  # type: ignore[arg-type]
+            other,
+            ds,
+            windows,
+            x_names,
+            y_names,
+            channel_axis,
         )
         assert again != seen
 
@@ -453,15 +463,15 @@ def test_forecast_roles_with_dataarray_source_dicts_transforms_and_shards() -> N
     assert list(item) == ["u10", "z_static", "t2m"]
     ar = bgen.arrays[1]
     for role, var in (("x", "u10"), ("x", "z_static"), ("y", "t2m")):
-        np.testing.assert_array_equal(item[var], ar[role][var])  # type: ignore[call-overload]
+        np.testing.assert_array_equal(item[var], ar[role][var])
     xr_pairs = BatchPairs(
         bgen,
         inputs={"x": "u10"},
         transform=lambda da: da[:, -1] * 2,  # gets the role's xarray batch
         transform_on="xarray",
     )
-    x, _ = xr_pairs.read(0, 1)  # type: ignore[misc]
-    np.testing.assert_array_equal(x, ar["x"]["u10"][:, -1] * 2)  # type: ignore[index]
+    x, _ = xr_pairs.read(0, 1)
+    np.testing.assert_array_equal(x, ar["x"]["u10"][:, -1] * 2)
     pairs = BatchPairs(bgen)
     halves = [pairs.with_shard(r, 2) for r in range(2)]
     units = [h.units(0, 0, len(h)) for h in halves]
@@ -469,8 +479,8 @@ def test_forecast_roles_with_dataarray_source_dicts_transforms_and_shards() -> N
     x, y = halves[1].read(0, 0)
     ids = halves[1].units(0, 0, 1)[0]
     whole = read_batch(bgen.engine, ids)
-    np.testing.assert_array_equal(x[:, 1], whole["x"]["u10"])  # type: ignore[index]
-    np.testing.assert_array_equal(y[:, 0], whole["y"]["t2m"])  # type: ignore[index]
+    np.testing.assert_array_equal(x[:, 1], whole["x"]["u10"])
+    np.testing.assert_array_equal(y[:, 0], whole["y"]["t2m"])
     for got, want in zip(
         pickle.loads(pickle.dumps(pairs)).read(1, 2), pairs.read(1, 2), strict=True
     ):  # travels to workers

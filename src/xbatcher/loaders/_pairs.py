@@ -49,7 +49,6 @@ from numpy.typing import NDArray
 
 from .._validation import check_bool, check_int
 from ..engine import (
-    ArrayBatch,
     BatchEngine,
     read_batches,
     read_batches_xarray,
@@ -99,9 +98,11 @@ class _Side:
         return {name: batch[name] for name in self.names}
 
     def xarray(self, batch: Any) -> xr.Dataset | xr.DataArray:
-        """The selected variables of an xarray batch (what an xarray transform gets)."""
+        """The selected variables of an xarray batch (what an xarray transform gets;
+        with ``windows=`` the batch is a dict by role)."""
         if self.role is not None:
             batch = batch[self.role]
+        assert isinstance(batch, xr.Dataset | xr.DataArray)
         if self.names is None:
             return batch
         assert isinstance(batch, xr.Dataset)
