@@ -236,3 +236,23 @@ def test_missing_jax_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delitem(sys.modules, "xbatcher.loaders.jax")
     with pytest.raises(OptionalDependencyError, match=r'pip install "xbatcher\[jax\]"'):
         __import__("xbatcher.loaders.jax")
+
+
+def test_forecast_pairs_from_a_windows_generator_every_sample_once() -> None:
+    """JaxLoader over a windows= generator: roles "x" / "y" by default, channel
+    last, values from ds.isel at each role's offsets, a new order each epoch."""
+    from test_pairs import _fc_gen, check_forecast_epoch
+    from test_targets import forecast, make_ds
+
+    ds = make_ds()
+    loader = JaxLoader(_fc_gen(ds, shuffle=True, seed=2), channel_axis=-1)
+    orders = []
+    for _ in range(2):
+        batches = [(np.asarray(x), np.asarray(y)) for x, y in loader]
+        assert all(x.shape[1:] == (4, 3, 4, 3) for x, _ in batches)
+        orders.append(
+            check_forecast_epoch(
+                batches, ds, forecast(), ("t2m", "u10", "z_static"), ("t2m",), -1
+            )
+        )
+    assert orders[0] != orders[1]

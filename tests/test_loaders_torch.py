@@ -457,3 +457,25 @@ def test_map_dataset_resumes_through_a_stateful_loader_with_workers() -> None:
     resumed = loader()  # a fresh process: the epoch comes from the checkpoint
     resumed.load_state_dict(state)
     assert head + [y.tolist() for _, y in resumed] == full
+
+
+# ------------------------------------------------------ windows= (forecast pairs)
+def test_forecast_pairs_through_two_workers_every_sample_once_shuffled() -> None:
+    """A windows= generator in a DataLoader with 2 workers: (x, y) are the roles "x"
+    / "y" (values from ds.isel at each role's offsets), every sample once per
+    epoch, a new order each epoch."""
+    from test_pairs import _fc_gen, check_forecast_epoch
+    from test_targets import forecast, make_ds
+
+    ds = make_ds()
+    dataset = IterableDataset(_fc_gen(ds, shuffle=True, seed=1))
+    loader = _loader(dataset, 2, persistent_workers=True)
+    orders = []
+    for _ in range(2):
+        batches = [(x.numpy(), y.numpy()) for x, y in loader]
+        assert all(x.shape[1:] == (3, 4, 3, 4) for x, _ in batches)
+        orders.append(check_forecast_epoch(batches, ds, forecast()))
+    assert orders[0] != orders[1]
+    mapped = MapDataset(_fc_gen(ds), inputs={"x": ["u10"]}, targets={"y": "t2m"})
+    batches = [(x.numpy(), y.numpy()) for x, y in _loader(mapped, 2)]
+    check_forecast_epoch(batches, ds, forecast(), ["u10"], "t2m")

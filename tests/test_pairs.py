@@ -16,6 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import xbatcher as xb
+from test_targets import expected, forecast, make_ds, reference_samples
+from xbatcher.engine import read_batch
 from xbatcher.errors import (
     InputTypeError,
     SchemaError,
@@ -329,3 +331,191 @@ def test_unstackable_inputs_and_channel_axis_are_refused() -> None:
     with pytest.raises(TypeError, match=r"must be an integer; got 1.5 of type float"):
         pairs.read(0, 1.5)  # type: ignore[arg-type]
     np.testing.assert_array_equal(pairs.read(0, -1)[0], pairs.read(0, 5)[0])
+
+
+# ------------------------------------------------------ windows= (forecast pairs)
+# make_ds: t2m(time, lat, lon) = 48 time + 8 lat + lon (20 x 6 x 8), u10 = -t2m - 1,
+# z_static(lat, lon); forecast(): x = 4 steps of history, y = t2m 6 steps ahead.
+FC_DIMS = {"lat": 3, "lon": 4}
+
+
+def _fc_gen(ds: xr.Dataset | None = None, **kw: Any) -> xb.BatchGenerator:
+    kw.setdefault("windows", forecast())
+    kw.setdefault("batch_size", 5)
+    return xb.BatchGenerator(make_ds() if ds is None else ds, FC_DIMS, **kw)
+
+
+def _fc_side(
+    ds: xr.Dataset, sample: Any, window: Any, names: Any, channel_axis: int
+) -> Any:
+    """One sample's side, from ``ds.isel`` at the role's offsets: one variable's
+    window, or a list's stacked (fewer-dims ones broadcast) at ``channel_axis``
+    (counted without the batch axis)."""
+    if isinstance(names, str):
+        return expected(ds, sample, FC_DIMS, window, names)
+    parts = [expected(ds, sample, FC_DIMS, window, v) for v in names]
+    shape = max((p.shape for p in parts), key=len)
+    stacked = np.stack([np.broadcast_to(p, shape) for p in parts])
+    axis = channel_axis - 1 if channel_axis > 0 else channel_axis
+    return np.moveaxis(stacked, 0, axis)
+
+
+def check_forecast_epoch(
+    batches: list[tuple[Any, Any]],
+    ds: xr.Dataset,
+    windows: Any,
+    x_names: Any = ("t2m", "u10", "z_static"),
+    y_names: Any = ("t2m",),
+    channel_axis: int = 1,
+) -> list[tuple[int, int, int]]:
+    """Check every sample of an epoch's ``(x, y)`` batches against ``ds.isel`` at
+    the role offsets and that each sample comes exactly once. A sample is found from
+    its y value: t2m at (anchor + 6, lat0, lon0) = 48 (anchor + 6) + 8 lat0 + lon0.
+    Returns the samples ``(anchor, lat0, lon0)`` in the order read."""
+    seen = []
+    for x, y in batches:
+        x, y = np.asarray(x), np.asarray(y)
+        assert len(x) == len(y)
+        for j in range(len(y)):
+            code = int(y[j].flat[0])
+            anchor, rest = divmod(code, 48)
+            sample = (anchor - 6, {"lat": rest // 8, "lon": rest % 8})
+            seen.append((sample[0], rest // 8, rest % 8))
+            want_x = _fc_side(ds, sample, windows["x"], x_names, channel_axis)
+            want_y = _fc_side(ds, sample, windows["y"], y_names, channel_axis)
+            np.testing.assert_array_equal(x[j], want_x)
+            np.testing.assert_array_equal(y[j], want_y)
+    reference = reference_samples(ds, FC_DIMS, windows)
+    assert sorted(seen) == sorted((a, s["lat"], s["lon"]) for a, s in reference)
+    return seen
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    epoch=st.integers(0, 2),
+    shuffle=st.booleans(),
+    selection=st.sampled_from(
+        [
+            (None, None, ("t2m", "u10", "z_static"), ("t2m",)),
+            ("x", "y", ("t2m", "u10", "z_static"), ("t2m",)),
+            ({"x": ["z_static", "t2m"]}, {"y": "t2m"}, ("z_static", "t2m"), "t2m"),
+            ({"x": "u10"}, {"y": ["t2m"]}, "u10", ("t2m",)),
+        ]
+    ),
+    channel_axis=st.sampled_from([1, -1]),
+    chunked=st.booleans(),
+)
+def test_forecast_roles_equal_isel_at_the_role_offsets(
+    epoch: int, shuffle: bool, selection: Any, channel_axis: int, chunked: bool
+) -> None:
+    """A role name stacks the role's variables in its order (the static z_static
+    broadcast along time); ``{role: name or list}`` picks some; without inputs= /
+    targets= the roles "x" / "y" are used. Every sample once per epoch."""
+    ds = make_ds(chunks={"time": 7, "lat": 4} if chunked else None)
+    windows = forecast()
+    bgen = _fc_gen(ds, shuffle=shuffle, seed=3 if shuffle else None)
+    inputs, targets, x_names, y_names = selection
+    pairs = BatchPairs(bgen, inputs=inputs, targets=targets, channel_axis=channel_axis)
+    batches = [pairs.read(epoch, i) for i in range(len(pairs))]
+    assert batches[0][0].shape[0] == 5
+    seen = check_forecast_epoch(
+        batches,
+        ds,
+        windows,
+        x_names,
+        y_names,
+        channel_axis,
+    )
+    many = pairs.read_many(epoch, 0, len(pairs))
+    for (x1, y1), (x2, y2) in zip(batches, many, strict=True):
+        np.testing.assert_array_equal(x1, x2)
+        np.testing.assert_array_equal(y1, y2)
+    if shuffle:  # shuffled: a new order each epoch
+        other = [pairs.read(epoch + 1, i) for i in range(len(pairs))]
+        again = check_forecast_epoch(
+            other,
+            ds,
+            windows,
+            x_names,
+            y_names,
+            channel_axis,
+        )
+        assert again != seen
+
+
+def test_forecast_roles_with_dataarray_source_dicts_transforms_and_shards() -> None:
+    ds = make_ds()
+    da_gen = _fc_gen(
+        ds["t2m"],
+        windows={
+            "x": xb.Window(offsets={"time": range(-1, 1)}),
+            "y": xb.Window(offsets={"time": 2}),
+        },
+    )
+    x, y = BatchPairs(da_gen).read(0, 0)  # a DataArray role is its array
+    ar = da_gen.arrays[0]
+    np.testing.assert_array_equal(x, ar["x"])
+    np.testing.assert_array_equal(y, ar["y"])
+    bgen = _fc_gen(ds)
+    item = BatchPairs(
+        bgen, inputs={"x": ["u10", "z_static"]}, targets="y", as_dict=True
+    ).read(0, 1)
+    assert list(item) == ["u10", "z_static", "t2m"]
+    ar = bgen.arrays[1]
+    for role, var in (("x", "u10"), ("x", "z_static"), ("y", "t2m")):
+        np.testing.assert_array_equal(item[var], ar[role][var])
+    xr_pairs = BatchPairs(
+        bgen,
+        inputs={"x": "u10"},
+        transform=lambda da: da[:, -1] * 2,  # gets the role's xarray batch
+        transform_on="xarray",
+    )
+    x, _ = xr_pairs.read(0, 1)
+    np.testing.assert_array_equal(x, ar["x"]["u10"][:, -1] * 2)
+    pairs = BatchPairs(bgen)
+    halves = [pairs.with_shard(r, 2) for r in range(2)]
+    units = [h.units(0, 0, len(h)) for h in halves]
+    assert not set(np.concatenate(units[0])) & set(np.concatenate(units[1]))
+    x, y = halves[1].read(0, 0)
+    ids = halves[1].units(0, 0, 1)[0]
+    whole = read_batch(bgen.engine, ids)
+    np.testing.assert_array_equal(x[:, 1], whole["x"]["u10"])
+    np.testing.assert_array_equal(y[:, 0], whole["y"]["t2m"])
+    for got, want in zip(
+        pickle.loads(pickle.dumps(pairs)).read(1, 2), pairs.read(1, 2), strict=True
+    ):  # travels to workers
+        np.testing.assert_array_equal(got, want)
+
+
+def test_forecast_role_selections_are_refused_with_the_roles_and_the_fix() -> None:
+    bgen = _fc_gen()
+    roles = r"\{'x': \['t2m', 'u10', 'z_static'\], 'y': \['t2m'\]\}"
+    with pytest.raises(
+        VariableError, match=rf"'u10' is not a role.*{roles}.*inputs='x'"
+    ):
+        BatchPairs(bgen, inputs="u10")
+    with pytest.raises(KeyError, match=r"does not name one role.*inputs=\{'x'"):
+        BatchPairs(bgen, inputs=["t2m", "u10"])
+    with pytest.raises(VariableError, match=r"does not name one role"):
+        BatchPairs(bgen, inputs={"x": "t2m", "y": "t2m"})
+    with pytest.raises(
+        VariableError, match=r"names \['u10'\], not variables of role 'y'.*\['t2m'\]"
+    ):
+        BatchPairs(bgen, targets={"y": ["u10"]})
+    with pytest.raises(InputTypeError, match=r"name or a non-empty list; got \[\]"):
+        BatchPairs(bgen, inputs={"x": []})
+    with pytest.raises(SchemaError, match=r"repeats a variable"):
+        BatchPairs(bgen, inputs={"x": ["t2m", "t2m"]})
+    with pytest.raises(SchemaError, match=r"\['t2m'\] would be both an input"):
+        BatchPairs(bgen, as_dict=True)
+    other = _fc_gen(windows={"past": xb.Window(offsets={"time": range(-2, 1)})})
+    with pytest.raises(
+        SchemaError, match=r"default to the role 'x'.*\{'past': \['t2m', 'u10'"
+    ):
+        BatchPairs(other)
+    with pytest.raises(SchemaError, match=r"picks variables, but.*DataArray"):
+        BatchPairs(
+            _fc_gen(make_ds()["t2m"], windows={"x": xb.Window()}), inputs={"x": "t2m"}
+        )
+    with pytest.raises(SchemaError, match=r"has no windows="):
+        BatchPairs(_gen(_ds()), inputs={"x": ["a"]})

@@ -17,6 +17,12 @@ Rules (also in ``docs/loaders.md``):
   ``inputs=["a", "b"]`` (a list, even of one) stacks the variables, in the list's
   order, along a new channel axis at ``channel_axis`` (default 1, right after the
   batch axis: ``(batch, channel, ...)``; -1 puts it last).
+* **Roles** (a ``windows=`` generator, ``docs/targets.md``). Names are roles:
+  ``inputs="x"`` stacks the role's variables, in the role's order, along the channel
+  axis (even one); ``inputs={"x": "t2m"}`` / ``{"x": ["t2m", "u10"]}`` picks some of
+  its variables by the name/list rule above. Without ``inputs=`` / ``targets=`` the
+  roles ``"x"`` / ``"y"`` are used (when the generator has them). A role of a
+  DataArray source is its array.
 * **Fewer dims.** A listed variable whose batch dims are a subset of another's, in the
   same order, is broadcast along the dims it lacks (a static field next to a
   time-varying one); any other mismatch is refused with a ``SchemaError``. Mixed
@@ -31,8 +37,9 @@ Rules (also in ``docs/loaders.md``):
 from __future__ import annotations
 
 import copy
+import dataclasses
 import operator
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -42,7 +49,6 @@ from numpy.typing import NDArray
 
 from .._validation import check_bool, check_int
 from ..engine import (
-    ArrayBatch,
     BatchEngine,
     read_batches,
     read_batches_xarray,
@@ -60,7 +66,7 @@ from ._arrays import native_array
 
 __all__ = ["BatchPairs", "Names", "stack_channels"]
 
-Names = str | Sequence[Hashable] | None
+Names = str | Sequence[Hashable] | Mapping[str, str | Sequence[Hashable]] | None
 Units = NDArray[np.int64]
 Item = tuple[Any, ...] | dict[Hashable, Any]
 
@@ -77,9 +83,12 @@ class _Side:
     names: tuple[Hashable, ...] | None  # None: the DataArray / only variable
     listed: bool  # a list was given: stack along a channel axis
     key: Hashable  # dict key of an unnamed DataArray with as_dict=True
+    role: str | None = None  # the role read, for a windows= generator
 
-    def arrays(self, batch: ArrayBatch) -> dict[Hashable, NDArray[Any]]:
+    def arrays(self, batch: Any) -> dict[Hashable, NDArray[Any]]:
         """The selected variables of a ``read_batch`` result, by name."""
+        if self.role is not None:
+            batch = batch[self.role]
         if self.names is None:
             if isinstance(batch, dict):
                 (name,) = batch  # checked at construction
@@ -88,14 +97,25 @@ class _Side:
         assert isinstance(batch, dict)
         return {name: batch[name] for name in self.names}
 
-    def xarray(self, batch: xr.Dataset | xr.DataArray) -> xr.Dataset | xr.DataArray:
-        """The selected variables of an xarray batch (what an xarray transform gets)."""
+    def xarray(self, batch: Any) -> xr.Dataset | xr.DataArray:
+        """The selected variables of an xarray batch (what an xarray transform gets;
+        with ``windows=`` the batch is a dict by role)."""
+        if self.role is not None:
+            batch = batch[self.role]
+        assert isinstance(batch, xr.Dataset | xr.DataArray)
         if self.names is None:
             return batch
         assert isinstance(batch, xr.Dataset)
         if self.listed:
             return batch[list(self.names)]
         return batch[self.names[0]]
+
+    def out_dims(self, name: Hashable) -> tuple[Hashable, ...]:
+        """The batch dims of variable ``name``."""
+        if self.role is not None:
+            assert self.engine.roles is not None
+            return self.engine.roles[self.role].layouts[name].out_dims
+        return self.engine.layouts[name].out_dims
 
 
 class BatchPairs:
@@ -109,14 +129,17 @@ class BatchPairs:
         Batches of targets, aligned with ``X_generator``: the same number of batches
         and the same sampler (same ``shuffle=`` and ``seed=``), so batch ``i`` of
         both holds the same samples.
-    inputs : str or list of str, optional
+    inputs : str, list of str or dict, optional
         Variables of ``X_generator``'s Dataset that form ``x``. A name gives that
         variable's array; a list stacks them along a channel axis, in list order.
-        Default: the DataArray, or the only data variable.
+        Default: the DataArray, or the only data variable. With ``windows=``: a
+        role name (its variables stacked), or ``{role: name or list}``; default
+        the role ``"x"``.
     targets : str or list of str, optional
         Variables that form ``y``: of ``y_generator`` if given, else of
         ``X_generator`` (one generator, one read per batch). Without both
-        ``y_generator`` and ``targets`` items are ``(x,)``.
+        ``y_generator`` and ``targets`` items are ``(x,)``, unless ``X_generator``
+        has a ``windows=`` role ``"y"`` (the default targets then).
     transform, target_transform : callable, optional
         Applied to ``x`` / ``y`` of each item (see ``transform_on``).
     as_dict : bool
@@ -135,7 +158,8 @@ class BatchPairs:
         Misaligned generators, several variables without ``inputs=``/``targets=``,
         stacked variables whose dims do not broadcast, a bad ``channel_axis``.
     xbatcher.errors.VariableError
-        A name in ``inputs``/``targets`` that is not a data variable.
+        A name in ``inputs``/``targets`` that is not a data variable (with
+        ``windows=``: not a role, or not a variable of the role).
     xbatcher.errors.InputTypeError
         An argument of the wrong type.
 
@@ -198,7 +222,11 @@ class BatchPairs:
             X_generator, "inputs", inputs, "x", xarray and transform is not None
         )
         self.y: _Side | None = None
-        if y_generator is not None or targets is not None:
+        if (
+            y_generator is not None
+            or targets is not None
+            or "y" in (X_generator.engine.roles or {})
+        ):
             source = X_generator if y_generator is None else y_generator
             self.y = _side(
                 source, "targets", targets, "y", xarray and target_transform is not None
@@ -304,7 +332,7 @@ class BatchPairs:
             return {k: native_array(v) for k, v in arrays.items()}
         if not side.listed:
             return native_array(next(iter(arrays.values())))
-        dims = [side.engine.layouts[name].out_dims for name in arrays]
+        dims = [side.out_dims(name) for name in arrays]
         return stack_channels(list(arrays.values()), dims, self.channel_axis, side.what)
 
     def _from_xarray(self, obj: Any) -> Any:
@@ -466,7 +494,15 @@ def _side(
     gen: BatchGenerator, what: str, names: Names, key: str, xarray_transform: bool
 ) -> _Side:
     engine = gen.engine
+    if engine.roles is not None:
+        return _role_side(gen, what, names, key)
     variables = list(engine.sources)
+    if isinstance(names, Mapping):
+        raise SchemaError(
+            f"{what}={names!r} picks variables of a role, but this generator has no "
+            f"windows=. Use {what}='t2m' or {what}=['t2m', 'u10'], or build the "
+            "generator with windows={'x': xb.Window(...), ...}."
+        )
     if names is None:
         if not engine.is_dataarray and len(variables) != 1 and not xarray_transform:
             raise SchemaError(
@@ -514,10 +550,80 @@ def _side(
     return _Side(what, gen.plan, restricted, engine, chosen, listed, key)
 
 
-def _replace_plan(side: _Side, plan: EpochPlan) -> _Side:
-    return _Side(
-        side.what, plan, side.engine, side.full, side.names, side.listed, side.key
+def _role_side(gen: BatchGenerator, what: str, names: Names, key: str) -> _Side:
+    """A side of a ``windows=`` generator: a role (its variables stacked) or some
+    variables of one role (``{role: name or list}``)."""
+    engine = gen.engine
+    roles = engine.roles
+    assert roles is not None
+    available = {r: list(role.variables) for r, role in roles.items()}
+    fix = (
+        f"Name a role ({what}={key!r} stacks its variables) or pick variables of "
+        f"one ({what}={{{key!r}: ['t2m']}})."
     )
+    if names is None:
+        if key not in roles:
+            raise SchemaError(
+                f"{what} default to the role {key!r} of a windows= generator, but "
+                f"its roles (and their variables) are {available}. {fix}"
+            )
+        names = key
+    picked: Names
+    if isinstance(names, str):
+        role_name, picked = names, None
+    elif isinstance(names, Mapping) and len(names) == 1:
+        ((role_name, picked),) = names.items()
+    else:
+        raise VariableError(
+            f"{what}={names!r}: a windows= generator's batches are keyed by role, "
+            f"and this does not name one role; its roles (and their variables) are "
+            f"{available}. {fix}"
+        )
+    if role_name not in roles:
+        raise VariableError(
+            f"{what}={names!r}: {role_name!r} is not a role of this windows= "
+            f"generator; its roles (and their variables) are {available}. {fix}"
+        )
+    role = roles[role_name]
+    if engine.is_dataarray:
+        if picked is not None:
+            raise SchemaError(
+                f"{what}={names!r} picks variables, but this generator batches a "
+                f"DataArray. Use {what}={role_name!r}."
+            )
+        return _Side(what, gen.plan, engine, engine, None, False, role_name, role_name)
+    listed = not isinstance(picked, str)
+    if picked is None:
+        chosen = role.variables
+    elif isinstance(picked, str):
+        chosen = (picked,)
+    elif isinstance(picked, Sequence) and picked:
+        chosen = tuple(picked)
+    else:
+        raise InputTypeError(
+            f"{what}={names!r}: a role's variables are a name or a non-empty list; "
+            f"got {picked!r}. Use {what}={{{role_name!r}: {list(role.variables)}}}."
+        )
+    missing = [n for n in chosen if n not in role.variables]
+    if missing:
+        raise VariableError(
+            f"{what} names {missing}, not variables of role {role_name!r}; its "
+            f"variables are {list(role.variables)}. Use some of them, or add them "
+            f"to Window(variables=...) of role {role_name!r}."
+        )
+    if len(set(chosen)) != len(chosen):
+        raise SchemaError(f"{what}={names!r} repeats a variable; name each once.")
+    restricted = copy.copy(engine)
+    restricted.roles = {
+        role_name: dataclasses.replace(
+            role, variables=chosen, layouts={v: role.layouts[v] for v in chosen}
+        )
+    }
+    return _Side(what, gen.plan, restricted, engine, chosen, listed, key, role_name)
+
+
+def _replace_plan(side: _Side, plan: EpochPlan) -> _Side:
+    return dataclasses.replace(side, plan=plan)
 
 
 def _check_keys(x: _Side, y: _Side | None) -> None:
@@ -527,5 +633,6 @@ def _check_keys(x: _Side, y: _Side | None) -> None:
     if repeated:
         raise SchemaError(
             f"as_dict=True keys items by variable name, and {repeated} would be "
-            "both an input and a target. Rename one (ds.rename) or use as_dict=False."
+            "both an input and a target. Rename one (ds.rename), pick other "
+            "variables of a role (inputs={'x': [...]}) or use as_dict=False."
         )
