@@ -470,3 +470,37 @@ def test_nbytes_counts_nested_batches() -> None:
     ds = xr.Dataset({"a": ("x", np.zeros(3))})
     assert nbytes({"x": np.zeros(4), "y": [np.zeros(2, "int8")], "n": None}) == 34
     assert nbytes((ds, np.zeros(1))) == 24 + 8
+
+
+def _next_in_child(prefetcher: Prefetcher[int], out: Any) -> None:
+    try:
+        out.put(("item", next(prefetcher)))
+    except Exception as err:  # reported to the parent, whatever it is
+        out.put((type(err).__name__, str(err)))
+
+
+@pytest.mark.skipif(
+    "fork" not in __import__("multiprocessing").get_all_start_methods(),
+    reason="needs the fork start method",
+)
+def test_a_forked_child_gets_an_error_instead_of_waiting_forever() -> None:
+    import multiprocessing
+
+    from xbatcher.errors import PrefetchForkError
+
+    ctx = multiprocessing.get_context("fork")
+    with Prefetcher(range(100), lambda i: i, depth=1) as prefetcher:
+        assert next(prefetcher) == 0  # the threads run in this process
+        out = ctx.Queue()
+        child = ctx.Process(target=_next_in_child, args=(prefetcher, out))
+        child.start()
+        child.join(timeout=120)
+        alive = child.is_alive()
+        if alive:
+            child.kill()
+        assert not alive, "the forked child hung on the prefetcher"
+        kind, message = out.get(timeout=10)
+        assert kind == PrefetchForkError.__name__
+        assert "a fork of it" in message and "bgen.prefetch" in message
+        assert issubclass(PrefetchForkError, RuntimeError)
+        assert next(prefetcher) == 1  # the parent's prefetcher still works

@@ -16,6 +16,7 @@ __all__ = [
     "DimensionError",
     "InputTypeError",
     "OptionalDependencyError",
+    "PrefetchForkError",
     "SchemaError",
     "StateError",
     "StateTypeError",
@@ -95,6 +96,11 @@ class CacheEncodeError(XbatcherError, TypeError):
 
 class CacheCorruptError(XbatcherError, ValueError):
     """A cache entry failed its checksum or format check (corrupt or truncated)."""
+
+
+class PrefetchForkError(XbatcherError, RuntimeError):
+    """A prefetcher is iterated in a process forked after it was made: its reading
+    threads stayed in the parent, so waiting for them would hang."""
 
 
 class CacheWarning(XbatcherWarning):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -36,6 +37,7 @@ from ._iteration import batches
 from ._state import Cursor
 from ._validation import check_int
 from .engine import BatchEngine
+from .errors import PrefetchForkError
 from .plan import EpochPlan
 from .reader import parse_bytes
 
@@ -238,6 +240,7 @@ class Prefetcher(Generic[T]):
             )
             for k in range(min(threads, depth))
         ]
+        self._pid = os.getpid()  # the threads live in this process only
         # garbage collection stops the threads (not waiting: it may run anywhere)
         self._finalizer = weakref.finalize(self, self._shared.halt)
         for thread in self._threads:
@@ -264,6 +267,14 @@ class Prefetcher(Generic[T]):
         return self
 
     def __next__(self) -> T:
+        if os.getpid() != self._pid:
+            raise PrefetchForkError(
+                f"this prefetcher was made in process {self._pid} and is iterated in "
+                f"process {os.getpid()}, a fork of it: its reading threads did not "
+                "follow the fork, so it would wait forever. Make the prefetcher in "
+                "the process that iterates it (e.g. call bgen.prefetch(...) inside "
+                "the worker's loop, not before the workers start)."
+            )
         shared = self._shared
         with shared.cond:
             while True:
