@@ -35,7 +35,8 @@ class Cache(abc.ABC):
     primitives and the capability properties; this class checks keys and counts
     hits, misses and bytes. A ``put`` is atomic: a reader sees the whole value or
     nothing, never a part. Values are opaque bytes (xbatcher stores entries made by
-    its own pickle-free codec, each with a checksum).
+    its own pickle-free codec, each with a checksum); an in-process backend may keep
+    objects instead (:attr:`keeps_objects`, :meth:`get_object`, :meth:`put_object`).
 
     Examples
     --------
