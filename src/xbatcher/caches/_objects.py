@@ -128,7 +128,10 @@ def _freeze_var(name: Hashable, var: xr.Variable, index: bool) -> _Var:
 def _freeze_xarray(obj: xr.DataArray | xr.Dataset) -> FrozenXarray:
     indexes = dict(obj.xindexes)
     variables = obj.coords.variables
-    coords = tuple(_freeze_var(n, v, n in indexes) for n, v in variables.items())
+    coords = tuple(  # pandas-backed index coords are shared, any other copied
+        _freeze_var(n, v, n in indexes and isinstance(v, xr.IndexVariable))
+        for n, v in variables.items()
+    )
     if isinstance(obj, xr.DataArray):
         data_vars: tuple[_Var, ...] = (_freeze_var(None, obj.variable, False),)
         name = obj.name
