@@ -450,3 +450,51 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
     finally:
         server.kill()
+
+
+@pytest.fixture(params=["memory", "dir", "s3", "redis"])
+def make_cache(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Any]:
+    """A function opening the same (fresh) cache again, as another process would:
+    one per backend (memory, a local folder, S3 through moto, a real Redis)."""
+    import uuid
+
+    from xbatcher.caches import MemoryCache, open_cache
+
+    name = uuid.uuid4().hex[:8]
+    if request.param == "memory":
+        mem = MemoryCache("64MB")
+        return lambda: mem
+    if request.param == "dir":
+        return lambda: open_cache(f"file://{tmp_path}/c")
+    if request.param == "s3":
+        opts = request.getfixturevalue("s3_endpoint")
+        return lambda: open_cache(f"s3://xbatcher-test/{name}", storage_options=opts)
+    url = request.getfixturevalue("redis_url")
+    return lambda: open_cache(f"{url}?prefix={name}:")
+
+
+def count_source_reads(bgen: Any, strict: bool = True) -> list[int]:
+    """Count the chunks the original sources under ``chunk_cache=`` decode from now
+    on (``[n]``, updated in place). ``strict``: every source of ``bgen`` must be
+    wrapped by the chunk cache; else in-memory (unwrapped) sources are skipped."""
+    from xbatcher.caches import ChunkCachedSource
+
+    count = [0]
+    for src in bgen.engine.sources.values():
+        if not isinstance(src, ChunkCachedSource):
+            assert not strict, f"{src!r} is not read through the chunk cache"
+            continue
+        inner = src.inner
+        read_chunks, submit = inner.read_chunks, inner.submit_chunk
+
+        def counted_read(ids: Any, _f: Any = read_chunks) -> Any:
+            count[0] += len(ids)
+            return _f(ids)
+
+        def counted_submit(cid: Any, _f: Any = submit) -> Any:
+            count[0] += 1
+            return _f(cid)
+
+        inner.read_chunks = counted_read
+        inner.submit_chunk = counted_submit
+    return count

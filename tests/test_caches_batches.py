@@ -4,7 +4,6 @@ faults survived."""
 
 from __future__ import annotations
 
-import uuid
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -29,22 +28,6 @@ CASES: dict[str, dict[str, Any]] = {
     ),
     "sample": dict(input_dims={"lat": 5, "lon": 4}, batch_size=7, shuffle=True, seed=1),
 }
-
-
-@pytest.fixture(params=["memory", "dir", "s3", "redis"])
-def make_cache(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Cache]:
-    """A function opening the same (fresh) cache again, as another process would."""
-    name = uuid.uuid4().hex[:8]
-    if request.param == "memory":
-        mem = MemoryCache("64MB")
-        return lambda: mem
-    if request.param == "dir":
-        return lambda: open_cache(f"file://{tmp_path}/c")
-    if request.param == "s3":
-        opts = request.getfixturevalue("s3_endpoint")
-        return lambda: open_cache(f"s3://xbatcher-test/{name}", storage_options=opts)
-    url = request.getfixturevalue("redis_url")
-    return lambda: open_cache(f"{url}?prefix={name}:")
 
 
 @pytest.mark.parametrize("case", list(CASES))

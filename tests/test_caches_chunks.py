@@ -13,7 +13,7 @@ import pytest
 import xarray as xr
 
 import xbatcher as xb
-from conftest import make_dataset, to_backend
+from conftest import count_source_reads, make_dataset, to_backend
 from xbatcher.caches import Cache, ChunkCachedSource, open_cache
 from xbatcher.engine import read_batch
 
@@ -33,27 +33,6 @@ def chunk_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], 
     return lambda: open_cache(f"{url}?prefix={name}:")
 
 
-def _count_source_reads(bgen: xb.BatchGenerator) -> list[int]:
-    """Count the chunks the wrapped (original) sources decode from now on."""
-    count = [0]
-    for src in bgen.engine.sources.values():
-        assert isinstance(src, ChunkCachedSource)
-        inner = src.inner
-        read_chunks, submit = inner.read_chunks, inner.submit_chunk
-
-        def counted_read(ids: Any, _f: Any = read_chunks) -> Any:
-            count[0] += len(ids)
-            return _f(ids)
-
-        def counted_submit(cid: Any, _f: Any = submit) -> Any:
-            count[0] += 1
-            return _f(cid)
-
-        inner.read_chunks = counted_read  # type: ignore[method-assign]
-        inner.submit_chunk = counted_submit  # type: ignore[method-assign]
-    return count
-
-
 @pytest.mark.parametrize("backend", ["zarr", "zarr-dask"])
 def test_second_epoch_reads_no_chunk_from_the_source(
     chunk_store: Callable[[], Cache], backend: str, tmp_path: Path
@@ -64,7 +43,7 @@ def test_second_epoch_reads_no_chunk_from_the_source(
     first = xb.BatchGenerator(
         ds, chunk_cache=chunk_store(), shuffle=True, seed=7, **params
     )
-    reads = _count_source_reads(first)
+    reads = count_source_reads(first)
     for i in range(len(first)):
         np.testing.assert_array_equal(
             first.arrays[i]["air"], reference.arrays[i]["air"]
@@ -76,7 +55,7 @@ def test_second_epoch_reads_no_chunk_from_the_source(
         ds, chunk_cache=chunk_store(), shuffle=True, seed=8, **params
     )
     reference = xb.BatchGenerator(make_dataset(), shuffle=True, seed=8, **params)
-    reads = _count_source_reads(again)
+    reads = count_source_reads(again)
     for i in range(len(again)):
         xr.testing.assert_identical(again[i], reference[i])
         units = again.batch_units(i)
@@ -93,7 +72,7 @@ def test_chunk_keys_follow_the_data_not_the_schema(tmp_path: Path) -> None:
     for i in range(len(a)):
         a[i]
     b = xb.BatchGenerator(ds, {"lat": 2, "lon": 3}, chunk_cache=cache)  # other schema
-    reads = _count_source_reads(b)
+    reads = count_source_reads(b)
     for i in range(len(b)):
         b[i]
     assert reads[0] == 0  # same data: same chunks

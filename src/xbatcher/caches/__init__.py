@@ -5,7 +5,8 @@
 :class:`Cache`: :class:`MemoryCache` (``memory://``), :class:`FsspecCache` (a local
 folder, ``file://``, ``s3://``) or :class:`RedisCache` (``redis://``,
 ``rediss://``), opened by :func:`open_cache`. Entries are stored with a pickle-free
-codec (:func:`encode`/:func:`decode`) and a checksum. See ``docs/caching.md``.
+codec (:func:`encode`/:func:`decode`) and a checksum; the in-process
+:class:`MemoryCache` keeps them as frozen objects instead. See ``docs/caching.md``.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ import threading
 from typing import Any
 
 from ..errors import InputTypeError, SchemaError
+from ._codec import decode, encode
 
 __all__ = ["Cache", "check_key"]
 
@@ -34,7 +35,8 @@ class Cache(abc.ABC):
     primitives and the capability properties; this class checks keys and counts
     hits, misses and bytes. A ``put`` is atomic: a reader sees the whole value or
     nothing, never a part. Values are opaque bytes (xbatcher stores entries made by
-    its own pickle-free codec, each with a checksum).
+    its own pickle-free codec, each with a checksum); an in-process backend may keep
+    objects instead (:attr:`keeps_objects`, :meth:`get_object`, :meth:`put_object`).
 
     Examples
     --------
@@ -64,6 +66,14 @@ class Cache(abc.ABC):
     @abc.abstractmethod
     def shared_across_processes(self) -> bool:
         """True when other processes (DataLoader workers, ranks) see the entries."""
+
+    @property
+    def keeps_objects(self) -> bool:
+        """True when the cache keeps values as in-process objects
+        (:meth:`get_object`/:meth:`put_object` without the codec), as
+        :class:`~xbatcher.caches.MemoryCache` does; the batch and chunk layers then
+        skip encoding. ``False`` (the default): values are stored encoded."""
+        return False
 
     # ------------------------------------------------------------------ primitives
     @abc.abstractmethod
@@ -122,6 +132,29 @@ class Cache(abc.ABC):
         self._put(check_key(key), data)
         with self._counts_lock:
             self._bytes_written += len(data)
+
+    def get_object(self, key: str) -> Any | None:
+        """The value stored under ``key`` decoded (an array, DataArray, Dataset or
+        dict of roles), or ``None``; this default decodes :meth:`get`'s bytes.
+
+        Raises
+        ------
+        CacheCorruptError
+            The entry is not a whole xbatcher entry (it fails its checksum).
+        """
+        raw = self.get(key)
+        return None if raw is None else decode(raw)
+
+    def put_object(self, key: str, value: Any) -> None:
+        """Store ``value`` (an array, DataArray, Dataset or dict of roles) under
+        ``key``; this default stores it encoded with :meth:`put`.
+
+        Raises
+        ------
+        CacheEncodeError
+            ``value`` holds something that cannot be stored exactly.
+        """
+        self.put(key, encode(value))
 
     def contains(self, key: str) -> bool:
         """Whether ``key`` holds a value (counts neither a hit nor a miss)."""

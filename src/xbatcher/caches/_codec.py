@@ -11,7 +11,8 @@ An entry is ``MAGIC | digest | header length | header | payload``:
   place in the payload; a batch of several windows (``windows=``), a dict
   ``{role: DataArray or Dataset}``, is one entry of kind ``roles`` holding one such
   description per role, in order, over one payload;
-* ``payload``: the arrays' raw bytes, little-endian, C order.
+* ``payload``: the arrays' raw bytes, little-endian, C order (a big-endian
+  array's header keeps its dtype, so it decodes big-endian again).
 
 Only numeric, bool, complex, ``datetime64``/``timedelta64`` and fixed-width
 string/bytes dtypes are stored; attrs may hold JSON scalars, lists, tuples, dicts
@@ -35,7 +36,7 @@ from numpy.typing import NDArray
 
 from ..errors import CacheCorruptError, CacheEncodeError
 
-__all__ = ["FORMAT_VERSION", "decode", "encode"]
+__all__ = ["FORMAT_VERSION", "check_storable", "decode", "encode"]
 
 FORMAT_VERSION = 1
 _MAGIC = b"XBC" + bytes([FORMAT_VERSION])
@@ -48,6 +49,16 @@ def _digest(body: bytes | memoryview) -> bytes:
     return hashlib.blake2b(body, digest_size=_DIGEST).digest()
 
 
+def _check_dtype(dtype: np.dtype[Any], where: str) -> None:
+    if dtype.kind not in "biufcmMSUV" or dtype.hasobject:
+        raise CacheEncodeError(
+            f"cannot cache {where}: dtype {dtype} is not stored exactly "
+            "(allowed: numeric, bool, complex, datetime64, timedelta64, fixed-width "
+            "str/bytes). Convert it (e.g. .astype(str)) or drop it before caching; "
+            "xbatcher never pickles."
+        )
+
+
 class _Writer:
     """Collects arrays into one payload and names them in the header."""
 
@@ -58,20 +69,15 @@ class _Writer:
 
     def array(self, values: Any, where: str) -> int:
         arr = np.asarray(values)
-        if arr.dtype.kind not in "biufcmMSUV" or arr.dtype.hasobject:
-            raise CacheEncodeError(
-                f"cannot cache {where}: dtype {arr.dtype} is not stored exactly "
-                "(allowed: numeric, bool, complex, datetime64, timedelta64, fixed-width "
-                "str/bytes). Convert it (e.g. .astype(str)) or drop it before caching; "
-                "xbatcher never pickles."
-            )
+        _check_dtype(arr.dtype, where)
+        dtype = arr.dtype.str  # big-endian ones too: decode restores them
         if arr.dtype.byteorder == ">":
             arr = arr.astype(arr.dtype.newbyteorder("<"))
         arr = arr if arr.flags.c_contiguous else arr.copy(order="C")
         data = arr.reshape(-1).view(np.uint8).data if arr.size else b""
         self.specs.append(
             {
-                "dtype": arr.dtype.str,
+                "dtype": dtype,
                 "shape": list(arr.shape),
                 "offset": self.offset,
                 "nbytes": arr.nbytes,
@@ -116,6 +122,11 @@ class _Writer:
         }
 
 
+def _label(name: Any) -> str:
+    """How a message names a data variable (a DataArray's own values included)."""
+    return "the DataArray's values" if name == _DA_NAME else f"variable {name!r}"
+
+
 def _dataset_header(ds: xr.Dataset, w: _Writer) -> dict[str, Any]:
     stacked: list[Any] = []
     for dim in list(ds.dims):
@@ -130,7 +141,7 @@ def _dataset_header(ds: xr.Dataset, w: _Writer) -> dict[str, Any]:
             ds = ds.reset_index(dim)
     return {
         "data_vars": [
-            [w.value(n, "a variable name"), w.variable(v.variable, f"variable {n!r}")]
+            [w.value(n, "a variable name"), w.variable(v.variable, _label(n))]
             for n, v in ds.data_vars.items()
         ],
         "coords": [
@@ -150,18 +161,87 @@ def _xarray_header(obj: xr.DataArray | xr.Dataset, w: _Writer) -> dict[str, Any]
     return {"kind": "dataset", **_dataset_header(obj, w)}
 
 
+def _check_role(role: Any, part: Any) -> None:
+    if not isinstance(role, str) or not isinstance(part, xr.DataArray | xr.Dataset):
+        raise CacheEncodeError(
+            f"a cache entry of several windows must be a dict of str role -> "
+            f"DataArray or Dataset; got role {role!r} holding "
+            f"{type(part).__name__}. Return such a dict from cache_preprocess."
+        )
+
+
+def _not_an_entry(obj: Any) -> CacheEncodeError:
+    return CacheEncodeError(
+        f"a cache entry must be a numpy array, DataArray or Dataset, or a dict "
+        f"of str role -> DataArray or Dataset; got {type(obj).__name__}."
+    )
+
+
 def _roles_header(obj: dict[Any, Any], w: _Writer) -> dict[str, Any]:
     """The header of a batch of several windows: ``[role, header]`` pairs."""
     roles = []
     for role, part in obj.items():
-        if not isinstance(role, str) or not isinstance(part, xr.DataArray | xr.Dataset):
-            raise CacheEncodeError(
-                f"a cache entry of several windows must be a dict of str role -> "
-                f"DataArray or Dataset; got role {role!r} holding "
-                f"{type(part).__name__}. Return such a dict from cache_preprocess."
-            )
+        _check_role(role, part)
         roles.append([role, _xarray_header(part, w)])
     return {"kind": "roles", "roles": roles}
+
+
+class _Checker(_Writer):
+    """A :class:`_Writer` that only checks (dtypes, attrs, names), reading and
+    copying no data: what :func:`check_storable` runs."""
+
+    def array(self, values: Any, where: str) -> int:
+        dtype = values.dtype if hasattr(values, "dtype") else np.asarray(values).dtype
+        _check_dtype(np.dtype(dtype), where)
+        return 0
+
+    def variable(self, var: xr.Variable, where: str) -> dict[str, Any]:
+        for d in var.dims:
+            self.value(d, f"{where} dims")
+        self.array(var, where)
+        self.value(dict(var.attrs), f"{where} attrs")
+        return {}
+
+
+def _check_xarray(obj: xr.DataArray | xr.Dataset, c: _Checker) -> None:
+    coords = obj.coords.variables
+    if isinstance(obj, xr.DataArray):
+        c.value(obj.name, "the name")
+        c.variable(obj.variable, _label(_DA_NAME))
+    else:
+        for name, var in obj.variables.items():
+            if name not in coords:
+                c.value(name, "a variable name")
+                c.variable(var, f"variable {name!r}")
+    indexes = obj.xindexes
+    for name, var in coords.items():
+        c.value(name, "a coord name")
+        if (
+            var.dtype.hasobject
+            and name in indexes
+            and isinstance(indexes[name].to_pandas_index(), pd.MultiIndex)
+        ):  # a stacked dim: encode stores its levels (checked as coords)
+            c.value(dict(var.attrs), f"coord {name!r} attrs")
+            continue
+        c.variable(var, f"coord {name!r}")
+    c.value(dict(obj.attrs), "the attrs")
+
+
+def check_storable(obj: Any) -> None:
+    """Raise :class:`~xbatcher.errors.CacheEncodeError` where :func:`encode` would
+    (the same rules and messages), without encoding: the in-process tier's check,
+    so that a value one backend refuses is refused by all."""
+    c = _Checker()
+    if isinstance(obj, xr.DataArray | xr.Dataset):
+        _check_xarray(obj, c)
+    elif isinstance(obj, np.ndarray):
+        c.array(obj, "the array")
+    elif type(obj) is dict:
+        for role, part in obj.items():
+            _check_role(role, part)
+            _check_xarray(part, c)
+    else:
+        raise _not_an_entry(obj)
 
 
 def encode(
@@ -187,10 +267,7 @@ def encode(
     elif type(obj) is dict:
         header = _roles_header(obj, w)
     else:
-        raise CacheEncodeError(
-            f"a cache entry must be a numpy array, DataArray or Dataset, or a dict "
-            f"of str role -> DataArray or Dataset; got {type(obj).__name__}."
-        )
+        raise _not_an_entry(obj)
     header["arrays"] = w.specs
     text = json.dumps(header, separators=(",", ":")).encode()
     body = b"".join([struct.pack("<I", len(text)), text, *w.buffers])
@@ -205,8 +282,11 @@ class _Reader:
     def array(self, i: int) -> NDArray[Any]:
         spec = self.specs[i]
         dtype = np.dtype(spec["dtype"])
+        stored = dtype.newbyteorder("<") if dtype.byteorder == ">" else dtype
         count = spec["nbytes"] // dtype.itemsize if dtype.itemsize else 0
-        flat = np.frombuffer(self.payload, dtype, count, spec["offset"])
+        flat = np.frombuffer(self.payload, stored, count, spec["offset"])
+        if stored is not dtype:  # the payload is little-endian
+            flat = flat.astype(dtype)
         return flat.reshape(tuple(spec["shape"]))
 
     def value(self, v: Any) -> Any:

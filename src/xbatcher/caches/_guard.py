@@ -9,7 +9,9 @@ from typing import Any
 
 from ..errors import CacheCorruptError, CacheEncodeError, CacheWarning
 from ._base import Cache
-from ._codec import decode, encode
+from ._codec import check_storable, decode, encode
+
+_CORRUPT = (CacheCorruptError, ValueError, KeyError, TypeError)
 
 __all__ = ["GuardedCache"]
 
@@ -65,9 +67,21 @@ class GuardedCache:
 
     def get(self, key: str) -> Any | None:
         """The decoded value of ``key``, or ``None`` (a miss, a skipped backend, or
-        a corrupt entry, which is deleted)."""
+        a corrupt entry, which is deleted). A cache that keeps objects
+        (:attr:`Cache.keeps_objects`) hands its value over without the codec."""
         if not self._usable():
             return None
+        if self.cache.keeps_objects:
+            try:
+                found = self.cache.get_object(key)
+            except _CORRUPT as err:  # a bytes entry put by hand
+                self._corrupt(key, err)
+                return None
+            except Exception as err:
+                self._failed("get", err)
+                return None
+            self._ok()
+            return found
         try:
             raw = self.cache.get(key)
         except Exception as err:  # any backend failure: skip the cache
@@ -78,25 +92,35 @@ class GuardedCache:
             return None
         try:
             return decode(raw)
-        except (CacheCorruptError, ValueError, KeyError, TypeError) as err:
-            self.corrupt += 1
-            warnings.warn(
-                f"dropped a corrupt cache entry {key!r} of {self.cache!r} ({err}); "
-                "it is recomputed and rewritten.",
-                CacheWarning,
-                stacklevel=3,
-            )
-            self.delete(key)
+        except _CORRUPT as err:
+            self._corrupt(key, err)
             return None
 
+    def _corrupt(self, key: str, err: Exception) -> None:
+        self.corrupt += 1
+        warnings.warn(
+            f"dropped a corrupt cache entry {key!r} of {self.cache!r} ({err}); "
+            "it is recomputed and rewritten.",
+            CacheWarning,
+            stacklevel=4,
+        )
+        self.delete(key)
+
     def put(self, key: str, value: Any) -> None:
-        """Store ``value`` encoded (raises :class:`CacheEncodeError` for a value the
-        codec refuses; a backend failure only warns)."""
-        data = encode(value)
+        """Store ``value`` encoded, or as an object in a cache that keeps objects
+        (raises :class:`CacheEncodeError` for a value the codec refuses, whatever
+        the backend; a backend failure only warns)."""
+        objects = self.cache.keeps_objects
+        data = b"" if objects else encode(value)
         if not self._usable():
+            if objects:
+                check_storable(value)  # put_object checks it otherwise
             return
         try:
-            self.cache.put(key, data)
+            if objects:
+                self.cache.put_object(key, value)
+            else:
+                self.cache.put(key, data)
         except CacheEncodeError:
             raise
         except Exception as err:

@@ -36,8 +36,11 @@ class RedisCache(Cache):
     password : str, optional
         Overrides the URL's password.
     ssl : bool, optional
-        Use TLS (``True`` for a ``rediss://`` URL); ``ssl_*`` options of redis-py
-        (``ssl_ca_certs``...) go in ``options``.
+        Use TLS (``True``: as a ``rediss://`` URL; ``False``: plain, whatever the
+        scheme; ``None``: as the URL says). redis-py's ``ssl_*`` options
+        (``ssl_ca_certs``, ``ssl_cert_reqs``, ``ssl_certfile``, ``ssl_keyfile``...)
+        go in ``options`` or in the URL's query; they need TLS (else a
+        ``SchemaError``).
     timeout : float, default 5.0
         Socket connect and read timeout in seconds: a stopped server fails fast.
     **options
@@ -58,6 +61,15 @@ class RedisCache(Cache):
         parts = urllib.parse.urlsplit(url)
         query = dict(urllib.parse.parse_qsl(parts.query))
         url_prefix, url_ttl = query.pop("prefix", None), query.pop("ttl", None)
+        if ssl is not None:  # redis-py picks TLS by the scheme, not by an option
+            parts = parts._replace(scheme="rediss" if ssl else "redis")
+        tls = parts.scheme == "rediss"
+        ssl_options = sorted(k for k in (*options, *query) if k.startswith("ssl_"))
+        if ssl_options and not tls:
+            raise SchemaError(
+                f"the TLS option(s) {', '.join(ssl_options)} need a TLS connection; "
+                f"got a {parts.scheme}:// URL. Use a rediss:// URL or ssl=True."
+            )
         self.url = urllib.parse.urlunsplit(
             parts._replace(query=urllib.parse.urlencode(query))
         )
@@ -72,8 +84,6 @@ class RedisCache(Cache):
         self.options.setdefault("socket_connect_timeout", timeout)
         if password is not None:
             self.options["password"] = password
-        if ssl is not None:
-            self.options["ssl"] = ssl
         self._client: Any = None
 
     @property
