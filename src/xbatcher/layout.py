@@ -25,6 +25,8 @@ from .schema import BatchSchema, canonical_dims
 __all__ = ["VarLayout", "layout_array", "plan_layout"]
 
 INPUT_SUFFIX = "_input"
+# windows whose cut coordinates a builder keeps (then it starts over)
+_WINDOW_CACHE_SIZE = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,6 +309,11 @@ class XarrayBuilder:
         self._coord_cache: dict[
             tuple[Hashable, tuple[int, ...]], tuple[xr.Variable, Any]
         ] = {}
+        # the cut coordinates and indexes of whole windows, by window start
+        self._sliced_order = tuple(schema.sliced_dims)
+        self._window_cache: dict[
+            tuple[int, ...], tuple[dict[Hashable, xr.Variable], dict[Hashable, Any]]
+        ] = {}
         self.lazy_vars: list[Hashable] = [
             k for k, v in ds.data_vars.items() if not in_memory(v.variable)
         ]
@@ -315,6 +322,10 @@ class XarrayBuilder:
         # against the public-constructor route in the tests)
         self.fast_sample = mode == "sample" and not self.block_coords
         self._layouts: dict[tuple[Hashable, ...], VarLayout] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        # the caches of cut window coordinates travel empty (a worker refills them)
+        return {**self.__dict__, "_coord_cache": {}, "_window_cache": {}}
 
     def _layout(self, dims: tuple[Hashable, ...]) -> VarLayout:
         lay = self._layouts.get(dims)
@@ -402,14 +413,23 @@ class XarrayBuilder:
     def _window_coords(
         self, coord_arrays: Mapping[Hashable, Any], first_starts: Mapping[Hashable, int]
     ) -> tuple[dict[Hashable, xr.Variable], dict[Hashable, Any]]:
-        """Every coordinate cut to a window (cached), and the indexes among them."""
-        coords: dict[Hashable, xr.Variable] = {}
-        indexes: dict[Hashable, Any] = {}
-        for name in self._fixed_coords:
-            cut, index = self._window_coord(name, first_starts)
-            coords[name] = cut
-            if index is not None:
-                indexes[name] = index
+        """Every coordinate cut to a window (cached), and the indexes among them:
+        new dicts on each call (a batch's coordinates may be changed in place)."""
+        key = tuple([first_starts[d] for d in self._sliced_order])
+        hit = self._window_cache.get(key)
+        if hit is None:
+            fixed: dict[Hashable, xr.Variable] = {}
+            fixed_indexes: dict[Hashable, Any] = {}
+            for name in self._fixed_coords:
+                cut, index = self._window_coord(name, first_starts)
+                fixed[name] = cut
+                if index is not None:
+                    fixed_indexes[name] = index
+            if len(self._window_cache) >= _WINDOW_CACHE_SIZE:
+                self._window_cache.clear()
+            hit = self._window_cache[key] = (fixed, fixed_indexes)
+        coords = dict(hit[0])
+        indexes = dict(hit[1])
         for name in self.block_coords:
             dims, attrs = self.coord_meta[name]
             coords[name] = xr.Variable(dims, coord_arrays[name][0], attrs)
