@@ -1,0 +1,143 @@
+"""Read-ahead for in-order indexed access (``bgen[i]``, ``bgen[i + 1]``, ...).
+
+Iterating a generator decodes the chunks of the coming batches on a background
+thread (:mod:`xbatcher._iteration`); a loop of ``bgen[i]`` over ``range(len(bgen))``
+has no iteration to do it for, so without this every first batch of a chunk waits
+for the chunk's decode. An :class:`IndexedReadAhead` watches the indices asked for:
+once an index follows the previous one (``i == last + 1``), it has the chunks of the
+next batches (as many as an iteration reads ahead) decoded into the chunk cache by one
+job on a process-wide background thread. Random access (any index that does not
+follow the previous one) starts nothing and stops a job under way after the batch
+group it is reading. Values never change: the job only fills the chunk cache, whose
+single-flight loads let a batch that needs a chunk being decoded wait for it instead
+of decoding it again.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import numpy as np
+
+from ._iteration import _readahead_groups, group_size
+from .engine import BatchEngine, prefetch
+from .plan import EpochPlan
+
+__all__ = ["IndexedReadAhead"]
+
+_pool_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+
+
+def _after_fork_in_child() -> None:
+    """A forked child gets a thread of its own on first use (the parent's is gone)."""
+    global _pool, _pool_lock
+    _pool = None
+    _pool_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _read_ahead_pool() -> ThreadPoolExecutor:
+    """The one background thread every generator's indexed read-ahead shares (one
+    thread per process, however many generators read ahead)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(1, thread_name_prefix="xbatcher-readahead")
+        return _pool
+
+
+class IndexedReadAhead:
+    """Decodes ahead the chunks of the batches after ``i`` when ``bgen[i]`` follows
+    ``bgen[i - 1]`` (one job at a time, within an iteration's read-ahead budget).
+
+    Attributes
+    ----------
+    jobs : int
+        Read-ahead jobs started (for tests: random access starts none).
+    """
+
+    __slots__ = ("_covered", "_epoch", "_job", "_last", "_run", "_span", "jobs")
+
+    def __init__(self) -> None:
+        self._last = -2  # the index asked for last
+        self._epoch = -1
+        self._covered = 0  # batches before this one are read ahead (or asked for)
+        self._job: Future[None] | None = None
+        self._run = [True]  # the running job's go-on flag (replaced to stop it)
+        self._span: tuple[int, int] | None = None  # (group, read-ahead) in batches
+        self.jobs = 0
+
+    def __reduce__(self) -> tuple[type[IndexedReadAhead], tuple[()]]:
+        # a copy (pickled generator, a worker's) starts without history or job
+        return IndexedReadAhead, ()
+
+    def wait(self) -> None:
+        """Wait for the job under way, if any (its errors are not raised)."""
+        job = self._job
+        if job is not None:
+            job.exception()
+
+    def note(
+        self, plan: EpochPlan, engine: BatchEngine, epoch: int, index: int
+    ) -> None:
+        """Batch ``index`` of ``epoch`` is about to be read: read ahead if it
+        follows the previous index."""
+        in_order = index == self._last + 1 and epoch == self._epoch
+        self._last, self._epoch = index, epoch
+        if not in_order:
+            if self._job is not None:
+                self._run[0] = False  # random access now: stop the job under way
+                self._job = None
+            self._covered = 0
+            return
+        if self._span is None:
+            step = group_size(engine, plan)
+            self._span = (step, step * _readahead_groups(engine, step))
+        step, span = self._span
+        if index + span // 2 < self._covered:
+            return  # enough is read ahead already
+        job = self._job
+        if job is not None and not job.done():
+            return  # one job at a time
+        n = plan.num_batches()
+        start = max(self._covered, index + 1)
+        stop = min(index + 1 + span, n)
+        if start >= stop:
+            return
+        self._covered = stop
+        self._run = run = [True]
+        self.jobs += 1
+        self._job = _read_ahead_pool().submit(
+            _read_chunks, plan, engine, epoch, range(start, stop, step), stop, run
+        )
+
+
+def _read_chunks(
+    plan: EpochPlan,
+    engine: BatchEngine,
+    epoch: int,
+    firsts: range,
+    stop: int,
+    run: list[bool],
+) -> None:
+    """Decode the chunks of batches ``firsts.start .. stop - 1`` of ``epoch`` into
+    the chunk cache, a group of ``firsts.step`` batches at a time (so each group's
+    chunks are usable as soon as they are decoded), while ``run[0]`` holds and at
+    most a quarter of the chunk cache is loaded meanwhile."""
+    cache = engine.block_cache
+    budget = cache.max_bytes // 4
+    loaded = cache.loaded_bytes
+    for first in firsts:
+        if not run[0] or cache.loaded_bytes - loaded > budget:
+            return
+        units = plan.batch_units(epoch, first, min(first + firsts.step, stop))
+        try:
+            prefetch(engine, np.concatenate(units))
+        except Exception:
+            return
