@@ -17,12 +17,13 @@ from typing import Any
 import dask
 import dask.array as dsa
 import numpy as np
+import pytest
 import xarray as xr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import xbatcher as xb
-from reference import reference_batches
+from reference import reference_batches, reference_sample_batch, reference_samples
 
 # ---------------------------------------------------------------- scalar unit lookup
 
@@ -177,19 +178,21 @@ def test_window_batches_equal_isel_in_any_order(chunks, wy, wx, bt, overlap, ord
 
 
 def test_windows_in_the_same_chunk_need_no_chunk_lookup():
-    """Consecutive windows inside the chunk of the previous one are cut from that
-    chunk: no lookup in the chunk cache (before: one per batch)."""
+    """Windows inside the chunk of the previous one (asked for out of order, one
+    at a time) are cut from that chunk: no lookup in the chunk cache (before: one
+    per batch)."""
     counter = ChunkCounter((4, 8, 8), (4, 8, 8))  # one chunk
     bgen = xb.BatchGenerator(_dataarray(counter), {"y": 2, "x": 2})
     bgen[0]
     stats = bgen.block_cache.stats()
     before = stats["hits"] + stats["misses"]
-    batches = [bgen[i] for i in range(1, len(bgen))]
+    batches = [bgen[i] for i in reversed(range(1, len(bgen)))]
     stats = bgen.block_cache.stats()
     assert stats["hits"] + stats["misses"] == before
     assert counter.computed == [(0, 0, 0)]
     ref = _in_memory(counter)
-    xr.testing.assert_identical(batches[-1], ref.isel(y=slice(6, 8), x=slice(6, 8)))
+    xr.testing.assert_identical(batches[0], ref.isel(y=slice(6, 8), x=slice(6, 8)))
+    assert bgen._read_ahead.groups == 0
 
 
 def test_the_kept_chunk_does_not_travel_with_the_engine():
@@ -326,3 +329,61 @@ def test_a_jump_stops_the_read_ahead_and_restarts_it_in_order():
     bgen[11]  # in order again, but already read ahead
     ahead.wait()
     assert sorted(counter.computed) == sorted(counter.all_chunks())
+
+
+# ------------------------------------------------------------ groups of batches
+def test_in_order_indexing_reads_window_batches_a_group_at_a_time(monkeypatch):
+    """In order, ``bgen[i]`` gathers its group's windows at once (as iterating
+    does): one single-batch read (batch 0), then one gather per group; each batch
+    is handed out once and is ``isel`` of its window."""
+    counter = ChunkCounter((12, 8, 12), (3, 4, 6))
+    params: dict[str, Any] = {"input_dims": {"y": 2, "x": 3}, "batch_dims": {"time": 2}}
+    bgen = xb.BatchGenerator(_dataarray(counter), **params)
+    expected = reference_batches(_in_memory(counter), **params)
+    singles = []
+    one = xb.engine._window_xarray
+
+    def counted(engine, unit):
+        singles.append(unit)
+        return one(engine, unit)
+
+    monkeypatch.setattr(xb.engine, "_window_xarray", counted)
+    monkeypatch.setattr(xb._iteration, "_MAX_GROUP", 8)  # groups of 8 batches
+    n = len(bgen)
+    step = xb._iteration.group_size(bgen.engine, bgen.plan)
+    assert 1 < step < n - 1
+    batches = [bgen[i] for i in range(n)]
+    assert singles == [0]
+    assert bgen._read_ahead.groups == math.ceil((n - 1) / step)
+    for got, want in zip(batches, expected, strict=True):
+        xr.testing.assert_identical(got, want)
+    again = bgen[5]  # not in order, and handed out already: read on its own
+    assert singles == [0, 5] and again is not batches[5]
+    again.values[...] = -1  # a batch of its own
+    xr.testing.assert_identical(batches[5], expected[5])
+    bgen._read_ahead.wait()
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_in_order_sample_batches_follow_the_epoch(shuffle):
+    """Sample batches read a group at a time in order are the samples the plan
+    gives, in every epoch (the group read in epoch 0 is not served in epoch 1)."""
+    counter = ChunkCounter((6, 8, 12), (3, 4, 6))
+    ref = _in_memory(counter)
+    input_dims = {"y": 2, "x": 3}
+    bgen = xb.BatchGenerator(
+        _dataarray(counter),
+        input_dims,
+        batch_size=5,
+        shuffle=shuffle,
+        seed=0 if shuffle else None,
+    )
+    samples = reference_samples(ref, input_dims)
+    for epoch in (0, 1):
+        bgen.set_epoch(epoch)
+        for i in range(len(bgen) if epoch else 7):
+            units = bgen.batch_units(i).tolist()
+            want = reference_sample_batch(ref, [samples[u] for u in units], units)
+            xr.testing.assert_identical(bgen[i], want)
+    assert bgen._read_ahead.groups >= 2
+    bgen._read_ahead.wait()

@@ -22,7 +22,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 
 from ._iteration import _readahead_groups, group_size
-from .engine import BatchEngine, prefetch
+from .engine import Batch, BatchEngine, prefetch, read_batches_xarray
 from .plan import EpochPlan
 
 __all__ = ["IndexedReadAhead"]
@@ -62,9 +62,26 @@ class IndexedReadAhead:
         Read-ahead jobs started (for tests: random access starts none).
     """
 
-    __slots__ = ("_covered", "_epoch", "_job", "_last", "_run", "_span", "jobs")
+    __slots__ = (
+        "_covered",
+        "_epoch",
+        "_group",
+        "_job",
+        "_last",
+        "_lock",
+        "_run",
+        "_span",
+        "grouped",
+        "groups",
+        "jobs",
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, grouped: bool = False) -> None:
+        self.grouped = grouped  # in order, batches are read a group at a time
+        self.groups = 0  # groups read (for tests)
+        # (plan, epoch, first index, batches not yet handed out)
+        self._group: tuple[EpochPlan, int, int, list[Batch | None]] | None = None
+        self._lock = threading.Lock()
         self._last = -2  # the index asked for last
         self._epoch = -1
         self._covered = 0  # batches before this one are read ahead (or asked for)
@@ -73,9 +90,43 @@ class IndexedReadAhead:
         self._span: tuple[int, int] | None = None  # (group, read-ahead) in batches
         self.jobs = 0
 
-    def __reduce__(self) -> tuple[type[IndexedReadAhead], tuple[()]]:
+    def __reduce__(self) -> tuple[type[IndexedReadAhead], tuple[bool]]:
         # a copy (pickled generator, a worker's) starts without history or job
-        return IndexedReadAhead, ()
+        return IndexedReadAhead, (self.grouped,)
+
+    def batch(
+        self, plan: EpochPlan, engine: BatchEngine, epoch: int, index: int
+    ) -> Batch | None:
+        """Batch ``index`` of ``epoch`` when in-order access has read it with its
+        group (each batch is handed out once), else None (the caller reads it).
+
+        An index that follows the previous one starts the read-ahead of chunks
+        and, with ``grouped``, reads the batches ``index .. index + group - 1``
+        together (one gather; each batch's values are a view of its row of the
+        group's buffer, as when iterating)."""
+        in_order = self.note(plan, engine, epoch, index)
+        if not self.grouped:
+            return None
+        with self._lock:
+            group = self._group
+            if group is not None and group[0] is plan and group[1] == epoch:
+                j = index - group[2]
+                if 0 <= j < len(group[3]):
+                    batch = group[3][j]
+                    group[3][j] = None
+                    if batch is not None:
+                        return batch
+            if not in_order:
+                return None
+            assert self._span is not None  # set by note() for in-order access
+            stop = min(index + self._span[0], plan.num_batches())
+            batches: list[Batch | None] = list(
+                read_batches_xarray(engine, plan.batch_units(epoch, index, stop))
+            )
+            self.groups += 1
+            batch, batches[0] = batches[0], None
+            self._group = (plan, epoch, index, batches)
+            return batch
 
     def wait(self) -> None:
         """Wait for the job under way, if any (its errors are not raised)."""
@@ -85,9 +136,9 @@ class IndexedReadAhead:
 
     def note(
         self, plan: EpochPlan, engine: BatchEngine, epoch: int, index: int
-    ) -> None:
+    ) -> bool:
         """Batch ``index`` of ``epoch`` is about to be read: read ahead if it
-        follows the previous index."""
+        follows the previous index (returns whether it does)."""
         in_order = index == self._last + 1 and epoch == self._epoch
         self._last, self._epoch = index, epoch
         if not in_order:
@@ -95,27 +146,28 @@ class IndexedReadAhead:
                 self._run[0] = False  # random access now: stop the job under way
                 self._job = None
             self._covered = 0
-            return
+            return False
         if self._span is None:
             step = group_size(engine, plan)
             self._span = (step, step * _readahead_groups(engine, step))
         step, span = self._span
         if index + span // 2 < self._covered:
-            return  # enough is read ahead already
+            return True  # enough is read ahead already
         job = self._job
         if job is not None and not job.done():
-            return  # one job at a time
+            return True  # one job at a time
         n = plan.num_batches()
         start = max(self._covered, index + 1)
         stop = min(index + 1 + span, n)
         if start >= stop:
-            return
+            return True
         self._covered = stop
         self._run = run = [True]
         self.jobs += 1
         self._job = _read_ahead_pool().submit(
             _read_chunks, plan, engine, epoch, range(start, stop, step), stop, run
         )
+        return True
 
 
 def _read_chunks(

@@ -255,10 +255,11 @@ class BatchGenerator(CacheWarmUp):
 
     def __getitem__(self, idx: int) -> Batch:
         i = _check_index(idx, len(self))
-        units = self.plan.units_of_batch(self.epoch, i)
-        if self._read_ahead is not None:  # in-order bgen[i]: decode the next chunks
-            self._read_ahead.note(self.plan, self.engine, self.epoch, i)
-        return _cached_batch(self, units)
+        if self._read_ahead is not None:  # in order: read ahead (see _readahead)
+            batch = self._read_ahead.batch(self.plan, self.engine, self.epoch, i)
+            if batch is not None:
+                return batch
+        return _cached_batch(self, self.plan.units_of_batch(self.epoch, i))
 
     def __iter__(self) -> Iterator[Batch]:
         # the cursor (epoch, start) is taken here, when iter() is called, not at the
@@ -544,9 +545,11 @@ def _xarray_reader(
 
 def _indexed_read_ahead(gen: BatchGenerator) -> IndexedReadAhead | None:
     """The read-ahead of in-order ``gen[i]`` calls: only for preloaded batches read
-    from chunked sources without a batch cache (a cache hit needs no chunk)."""
+    from chunked sources without a batch cache (a cache hit needs no chunk); sample
+    and window batches are then read a group at a time, as iterating reads them."""
     if gen.engine.chunked and gen.preload_batch and gen._batch_cache is None:
-        return IndexedReadAhead()
+        grouped = gen.schema.mode != "concat" and gen.engine.roles is None
+        return IndexedReadAhead(grouped)
     return None
 
 
