@@ -165,7 +165,7 @@ class IndexedReadAhead:
         self._run = run = [True]
         self.jobs += 1
         self._job = _read_ahead_pool().submit(
-            _read_chunks, plan, engine, epoch, range(start, stop, step), stop, run
+            _read_chunks, plan, engine, epoch, range(start, stop, stop - start), stop, run
         )
         return True
 

@@ -318,6 +318,11 @@ class XarrayBuilder:
             k for k, v in ds.data_vars.items() if not in_memory(v.variable)
         ]
         self._fixed_coords = [c for c in self.coord_names if c not in self.block_coords]
+        # each of them with its sliced dims (its key in _coord_cache)
+        self._fixed_sliced = [
+            (c, tuple(d for d in self._coord_vars[c].dims if d in sliced))
+            for c in self._fixed_coords
+        ]
         # sample batches: built with xarray's internal constructors as well (checked
         # against the public-constructor route in the tests)
         self.fast_sample = mode == "sample" and not self.block_coords
@@ -420,8 +425,12 @@ class XarrayBuilder:
         if hit is None:
             fixed: dict[Hashable, xr.Variable] = {}
             fixed_indexes: dict[Hashable, Any] = {}
-            for name in self._fixed_coords:
-                cut, index = self._window_coord(name, first_starts)
+            cuts = self._coord_cache
+            for name, dims in self._fixed_sliced:
+                cached = cuts.get((name, tuple([first_starts[d] for d in dims])))
+                cut, index = (
+                    self._window_coord(name, first_starts) if cached is None else cached
+                )
                 fixed[name] = cut
                 if index is not None:
                     fixed_indexes[name] = index
