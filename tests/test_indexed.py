@@ -314,7 +314,7 @@ def test_no_read_ahead_without_chunks_or_with_lazy_batches():
     assert set(counter.computed) == {(0, 0, 0), (1, 0, 0)}
 
 
-def test_a_jump_stops_the_read_ahead_and_restarts_it_in_order():
+def test_a_jump_reads_nothing_ahead_and_in_order_access_resumes():
     counter = ChunkCounter((24, 4, 6), (3, 4, 6))
     bgen = xb.BatchGenerator(
         _dataarray(counter), {"y": 4, "x": 6}, batch_dims={"time": 1}

@@ -1,16 +1,22 @@
 """Read-ahead for in-order indexed access (``bgen[i]``, ``bgen[i + 1]``, ...).
 
-Iterating a generator decodes the chunks of the coming batches on a background
-thread (:mod:`xbatcher._iteration`); a loop of ``bgen[i]`` over ``range(len(bgen))``
-has no iteration to do it for, so without this every first batch of a chunk waits
-for the chunk's decode. An :class:`IndexedReadAhead` watches the indices asked for:
-once an index follows the previous one (``i == last + 1``), it has the chunks of the
-next batches (as many as an iteration reads ahead) decoded into the chunk cache by one
-job on a process-wide background thread. Random access (any index that does not
-follow the previous one) starts nothing and stops a job under way after the batch
-group it is reading. Values never change: the job only fills the chunk cache, whose
-single-flight loads let a batch that needs a chunk being decoded wait for it instead
-of decoding it again.
+Iterating a generator gathers its batches a group at a time and decodes the chunks
+of the coming groups on a background thread (:mod:`xbatcher._iteration`); a loop of
+``bgen[i]`` over ``range(len(bgen))`` has no iteration to do that for. An
+:class:`IndexedReadAhead` watches the indices asked for: once an index follows the
+previous one (``i == last + 1``), it
+
+- has the chunks of the next batches (as many as an iteration reads ahead) decoded
+  into the chunk cache by one job on a process-wide background thread, and
+- for sample and window batches, reads batches ``i .. i + group - 1`` together (one
+  gather, as iterating does) and hands them out one by one as they are asked for.
+
+Random access (an index that does not follow the previous one) starts nothing, and
+a job not yet started is dropped. Values never change: the job only fills the chunk
+cache, whose single-flight loads let a batch that needs a chunk being decoded wait
+for it instead of decoding it again, and the group holds the batches
+:func:`~xbatcher.engine.read_batches_xarray` gives (each batch's values are a view
+of its row of the group's buffer, as when iterating).
 """
 
 from __future__ import annotations
@@ -53,13 +59,19 @@ def _read_ahead_pool() -> ThreadPoolExecutor:
 
 
 class IndexedReadAhead:
-    """Decodes ahead the chunks of the batches after ``i`` when ``bgen[i]`` follows
-    ``bgen[i - 1]`` (one job at a time, within an iteration's read-ahead budget).
+    """Reads ahead when ``bgen[i]`` follows ``bgen[i - 1]``: the chunks of the next
+    batches (one job at a time, within an iteration's read-ahead budget) and, with
+    ``grouped``, the batches of the next group.
+
+    Parameters
+    ----------
+    grouped : bool
+        Read sample and window batches a group at a time in order.
 
     Attributes
     ----------
-    jobs : int
-        Read-ahead jobs started (for tests: random access starts none).
+    jobs, groups : int
+        Read-ahead jobs started and groups read (random access starts none).
     """
 
     __slots__ = (
@@ -165,7 +177,7 @@ class IndexedReadAhead:
         self._run = run = [True]
         self.jobs += 1
         self._job = _read_ahead_pool().submit(
-            _read_chunks, plan, engine, epoch, range(start, stop, stop - start), stop, run
+            _read_chunks, plan, engine, epoch, start, stop, run
         )
         return True
 
@@ -174,22 +186,17 @@ def _read_chunks(
     plan: EpochPlan,
     engine: BatchEngine,
     epoch: int,
-    firsts: range,
+    start: int,
     stop: int,
     run: list[bool],
 ) -> None:
-    """Decode the chunks of batches ``firsts.start .. stop - 1`` of ``epoch`` into
-    the chunk cache, a group of ``firsts.step`` batches at a time (so each group's
-    chunks are usable as soon as they are decoded), while ``run[0]`` holds and at
-    most a quarter of the chunk cache is loaded meanwhile."""
-    cache = engine.block_cache
-    budget = cache.max_bytes // 4
-    loaded = cache.loaded_bytes
-    for first in firsts:
-        if not run[0] or cache.loaded_bytes - loaded > budget:
-            return
-        units = plan.batch_units(epoch, first, min(first + firsts.step, stop))
-        try:
-            prefetch(engine, np.concatenate(units))
-        except Exception:
-            return
+    """Decode the chunks of batches ``start .. stop - 1`` of ``epoch`` into the
+    chunk cache (at most a quarter of it, as :func:`xbatcher.engine.prefetch`
+    bounds it), unless ``run[0]`` was cleared before the job started."""
+    if not run[0]:
+        return
+    units = np.concatenate(plan.batch_units(epoch, start, stop))
+    try:
+        prefetch(engine, units)
+    except Exception:  # the batch that needs the chunk reads it and reports this
+        return
