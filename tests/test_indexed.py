@@ -212,19 +212,19 @@ def test_the_kept_chunk_does_not_travel_with_the_engine():
 
 
 def test_window_coordinates_are_cut_once_per_window(monkeypatch):
-    """A window read again reuses its cut coordinates (no ``_window_coord`` call);
-    each batch still gets coordinate dicts of its own."""
+    """A window read again reuses its cut coordinates (no ``cut`` call); each
+    batch still gets coordinate dicts of its own."""
     counter = ChunkCounter((4, 8, 8), (2, 4, 4))
     bgen = xb.BatchGenerator(_dataarray(counter), {"y": 2, "x": 4})
-    builder = bgen.engine.builder
+    coords = bgen.engine.builder.window_coords
     calls = []
-    cut = builder._window_coord
+    cut = coords.cut
 
     def counted(*args):
         calls.append(args[0])
         return cut(*args)
 
-    monkeypatch.setattr(builder, "_window_coord", counted)
+    monkeypatch.setattr(coords, "cut", counted)
     first = bgen[3]
     assert sorted(calls) == ["time", "x", "y"]
     first.coords["extra"] = 1  # changing one batch in place ...

@@ -31,7 +31,7 @@ from ._iteration import _readahead_groups, group_size
 from .engine import Batch, BatchEngine, prefetch, read_batches_xarray
 from .plan import EpochPlan
 
-__all__ = ["IndexedReadAhead"]
+__all__ = ["IndexedReadAhead", "read_ahead_for"]
 
 _pool_lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
@@ -56,6 +56,18 @@ def _read_ahead_pool() -> ThreadPoolExecutor:
         if _pool is None:
             _pool = ThreadPoolExecutor(1, thread_name_prefix="xbatcher-readahead")
         return _pool
+
+
+def read_ahead_for(
+    engine: BatchEngine, preload: bool, batch_cache: bool
+) -> IndexedReadAhead | None:
+    """The read-ahead of a generator's in-order ``bgen[i]``: only for preloaded
+    batches read from chunked sources without a batch cache (a cache hit needs no
+    chunk); sample and window batches are then read a group at a time, as
+    iterating reads them."""
+    if not engine.chunked or not preload or batch_cache:
+        return None
+    return IndexedReadAhead(engine.schema.mode != "concat" and engine.roles is None)
 
 
 class IndexedReadAhead:

@@ -25,7 +25,7 @@ import xarray as xr
 from numpy.typing import NDArray
 
 from . import _iteration
-from ._readahead import IndexedReadAhead
+from ._readahead import IndexedReadAhead, read_ahead_for
 from ._roles import cached_roles
 from ._state import STATE_VERSION, Cursor, checked_state
 from ._validation import check_bool, check_int
@@ -210,7 +210,7 @@ class BatchGenerator(CacheWarmUp):
         # the most recently started iteration (each iter() has its own cursor)
         self._cursor: Cursor | None = None
         self._resume_at = 0  # where the next iteration starts (load_state_dict)
-        self._read_ahead = _indexed_read_ahead(self)
+        self._read_ahead = _read_ahead_of(self)
 
     # ------------------------------------------------------------------ 0.4 attributes
     @property
@@ -254,12 +254,7 @@ class BatchGenerator(CacheWarmUp):
         return self.plan.num_batches()
 
     def __getitem__(self, idx: int) -> Batch:
-        i = _check_index(idx, len(self))
-        if self._read_ahead is not None:  # in order: read ahead (see _readahead)
-            batch = self._read_ahead.batch(self.plan, self.engine, self.epoch, i)
-            if batch is not None:
-                return batch
-        return _cached_batch(self, self.plan.units_of_batch(self.epoch, i))
+        return _indexed_batch(self, _check_index(idx, len(self)))
 
     def __iter__(self) -> Iterator[Batch]:
         # the cursor (epoch, start) is taken here, when iter() is called, not at the
@@ -355,7 +350,7 @@ class BatchGenerator(CacheWarmUp):
         new.plan = self.plan.with_shard(rank, world_size, even)
         new._cursor = None
         new._resume_at = 0
-        new._read_ahead = _indexed_read_ahead(new)
+        new._read_ahead = _read_ahead_of(new)
         return new
 
     def split(
@@ -417,7 +412,7 @@ class BatchGenerator(CacheWarmUp):
         check_sampler_fits(chosen, new.n_units, new._filter is not None)
         new._cursor = None
         new._resume_at = 0
-        new._read_ahead = _indexed_read_ahead(new)
+        new._read_ahead = _read_ahead_of(new)
         return new
 
     # ------------------------------------------------------------------ state
@@ -543,14 +538,18 @@ def _xarray_reader(
     return partial(map, partial(_cached_batch, gen))
 
 
-def _indexed_read_ahead(gen: BatchGenerator) -> IndexedReadAhead | None:
-    """The read-ahead of in-order ``gen[i]`` calls: only for preloaded batches read
-    from chunked sources without a batch cache (a cache hit needs no chunk); sample
-    and window batches are then read a group at a time, as iterating reads them."""
-    if gen.engine.chunked and gen.preload_batch and gen._batch_cache is None:
-        grouped = gen.schema.mode != "concat" and gen.engine.roles is None
-        return IndexedReadAhead(grouped)
-    return None
+def _read_ahead_of(gen: BatchGenerator) -> IndexedReadAhead | None:
+    """The read-ahead of in-order ``gen[i]`` (see ``_readahead.read_ahead_for``)."""
+    return read_ahead_for(gen.engine, gen.preload_batch, gen._batch_cache is not None)
+
+
+def _indexed_batch(gen: BatchGenerator, i: int) -> Batch:
+    """``gen[i]`` (``i`` checked): in order, read ahead (see ``_readahead``)."""
+    if gen._read_ahead is not None:
+        batch = gen._read_ahead.batch(gen.plan, gen.engine, gen.epoch, i)
+        if batch is not None:
+            return batch
+    return _cached_batch(gen, gen.plan.units_of_batch(gen.epoch, i))
 
 
 def _cached_batch(gen: BatchGenerator, units: NDArray[np.int64]) -> Batch:

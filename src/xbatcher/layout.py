@@ -19,14 +19,13 @@ import xarray as xr
 from numpy.typing import NDArray
 from xarray.indexes import PandasIndex, PandasMultiIndex
 
+from ._windowcoords import WindowCoords
 from ._xarray_private import in_memory
 from .schema import BatchSchema, canonical_dims
 
 __all__ = ["VarLayout", "layout_array", "plan_layout"]
 
 INPUT_SUFFIX = "_input"
-# windows whose cut coordinates a builder keeps (then it starts over)
-_WINDOW_CACHE_SIZE = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,34 +302,16 @@ class XarrayBuilder:
         self.fast_dataset = plain_indexes and isinstance(obj, xr.Dataset)
         self._data_variables = {k: ds.variables[k] for k in self.data_vars}
         self._lengths = {w.dim: w.window for w in schema.sliced}
-        self._coord_vars = {c: obj.coords[c].variable for c in self.coord_names}
         self._window_stacked = stack_dims(schema, self.ds_dims)  # isel keeps every dim
-        self._xindexes = dict(obj.xindexes)
-        self._coord_cache: dict[
-            tuple[Hashable, tuple[int, ...]], tuple[xr.Variable, Any]
-        ] = {}
-        # the cut coordinates and indexes of whole windows, by window start
-        self._sliced_order = tuple(schema.sliced_dims)
-        self._window_cache: dict[
-            tuple[int, ...], tuple[dict[Hashable, xr.Variable], dict[Hashable, Any]]
-        ] = {}
         self.lazy_vars: list[Hashable] = [
             k for k, v in ds.data_vars.items() if not in_memory(v.variable)
         ]
         self._fixed_coords = [c for c in self.coord_names if c not in self.block_coords]
-        # each of them with its sliced dims (its key in _coord_cache)
-        self._fixed_sliced = [
-            (c, tuple(d for d in self._coord_vars[c].dims if d in sliced))
-            for c in self._fixed_coords
-        ]
+        self.window_coords = WindowCoords(obj, schema, self._fixed_coords)
         # sample batches: built with xarray's internal constructors as well (checked
         # against the public-constructor route in the tests)
         self.fast_sample = mode == "sample" and not self.block_coords
         self._layouts: dict[tuple[Hashable, ...], VarLayout] = {}
-
-    def __getstate__(self) -> dict[str, Any]:
-        # the caches of cut window coordinates travel empty (a worker refills them)
-        return {**self.__dict__, "_coord_cache": {}, "_window_cache": {}}
 
     def _layout(self, dims: tuple[Hashable, ...]) -> VarLayout:
         lay = self._layouts.get(dims)
@@ -387,58 +368,12 @@ class XarrayBuilder:
             indexes=indexes,
         )
 
-    def _window_coord(
-        self, name: Hashable, first_starts: Mapping[Hashable, int]
-    ) -> tuple[xr.Variable, Any]:
-        """The coordinate ``name`` cut to a window, and its index (cached)."""
-        var = self._coord_vars[name]
-        starts = tuple(first_starts[d] for d in var.dims if d in self._sliced)
-        key = (name, starts)
-        hit = self._coord_cache.get(key)
-        if hit is not None:
-            return hit
-        key_slices = tuple(
-            slice(first_starts[d], first_starts[d] + self._lengths[d])
-            if d in self._sliced
-            else slice(None)
-            for d in var.dims
-        )
-        index = None
-        if name in self._xindexes:
-            index = self._xindexes[name].isel({name: key_slices[0]})
-            assert index is not None  # a slice of a PandasIndex stays an index
-            cut = index.create_variables({name: var})[name]
-        else:
-            cut = var[key_slices]
-        if len(self._coord_cache) > 8192:
-            self._coord_cache.clear()
-        self._coord_cache[key] = (cut, index)
-        return cut, index
-
     def _window_coords(
         self, coord_arrays: Mapping[Hashable, Any], first_starts: Mapping[Hashable, int]
     ) -> tuple[dict[Hashable, xr.Variable], dict[Hashable, Any]]:
         """Every coordinate cut to a window (cached), and the indexes among them:
         new dicts on each call (a batch's coordinates may be changed in place)."""
-        key = tuple([first_starts[d] for d in self._sliced_order])
-        hit = self._window_cache.get(key)
-        if hit is None:
-            fixed: dict[Hashable, xr.Variable] = {}
-            fixed_indexes: dict[Hashable, Any] = {}
-            cuts = self._coord_cache
-            for name, dims in self._fixed_sliced:
-                cached = cuts.get((name, tuple([first_starts[d] for d in dims])))
-                cut, index = (
-                    self._window_coord(name, first_starts) if cached is None else cached
-                )
-                fixed[name] = cut
-                if index is not None:
-                    fixed_indexes[name] = index
-            if len(self._window_cache) >= _WINDOW_CACHE_SIZE:
-                self._window_cache.clear()
-            hit = self._window_cache[key] = (fixed, fixed_indexes)
-        coords = dict(hit[0])
-        indexes = dict(hit[1])
+        coords, indexes = self.window_coords.window(first_starts)
         for name in self.block_coords:
             dims, attrs = self.coord_meta[name]
             coords[name] = xr.Variable(dims, coord_arrays[name][0], attrs)
