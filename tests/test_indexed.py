@@ -387,3 +387,27 @@ def test_in_order_sample_batches_follow_the_epoch(shuffle):
             xr.testing.assert_identical(bgen[i], want)
     assert bgen._read_ahead.groups >= 2
     bgen._read_ahead.wait()
+
+
+def test_a_failing_batch_fails_alone_when_indexed_in_order():
+    """A chunk that cannot be read fails the batches that need it, each at its own
+    index; the batches before it (in the same group) are still served, and equal
+    ``isel`` of their windows."""
+    values = np.arange(8 * 4 * 6, dtype=np.float64).reshape(8, 4, 6)
+
+    def read(block: np.ndarray, block_info: Any = None) -> np.ndarray:
+        if block_info is not None and block_info[None]["chunk-location"][0] == 1:
+            raise OSError("chunk 1 is unreadable")
+        return block
+
+    data = dsa.from_array(values, chunks=(4, 4, 6)).map_blocks(read, dtype=np.float64)
+    da = xr.DataArray(data, dims=("time", "y", "x"), name="v")
+    bgen = xb.BatchGenerator(da, {"y": 2, "x": 3}, batch_dims={"time": 2})
+    ref = xr.DataArray(values, dims=("time", "y", "x"), name="v")
+    expected = reference_batches(ref, {"y": 2, "x": 3}, batch_dims={"time": 2})
+    for i in range(8):  # time blocks 0 and 1 lie in chunk 0
+        xr.testing.assert_identical(bgen[i], expected[i])
+    for i in range(8, len(bgen)):
+        with pytest.raises(OSError, match="chunk 1 is unreadable"):
+            bgen[i]
+    bgen._read_ahead.wait()

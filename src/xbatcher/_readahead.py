@@ -89,6 +89,7 @@ class IndexedReadAhead:
     __slots__ = (
         "_covered",
         "_epoch",
+        "_failed_until",
         "_group",
         "_job",
         "_last",
@@ -106,6 +107,7 @@ class IndexedReadAhead:
         # (plan, epoch, first index, batches not yet handed out)
         self._group: tuple[EpochPlan, int, int, list[Batch | None]] | None = None
         self._lock = threading.Lock()
+        self._failed_until = 0  # a group read failed: read singly up to here
         self._last = -2  # the index asked for last
         self._epoch = -1
         self._covered = 0  # batches before this one are read ahead (or asked for)
@@ -140,13 +142,19 @@ class IndexedReadAhead:
                     group[3][j] = None
                     if batch is not None:
                         return batch
-            if not in_order:
+            if not in_order or index < self._failed_until:
                 return None
             assert self._span is not None  # set by note() for in-order access
             stop = min(index + self._span[0], plan.num_batches())
-            batches: list[Batch | None] = list(
-                read_batches_xarray(engine, plan.batch_units(epoch, index, stop))
-            )
+            try:
+                batches: list[Batch | None] = list(
+                    read_batches_xarray(engine, plan.batch_units(epoch, index, stop))
+                )
+            except Exception:
+                # a later batch of the group failed (a corrupt chunk, say): read
+                # these one by one, so each error surfaces at its own batch
+                self._failed_until = stop
+                return None
             self.groups += 1
             batch, batches[0] = batches[0], None
             self._group = (plan, epoch, index, batches)
