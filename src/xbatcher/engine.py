@@ -30,6 +30,7 @@ from ._roles import (
     read_roles_xarray,
     roles_nbytes,
 )
+from ._windowread import ChunkMemo
 from .layout import VarLayout, XarrayBuilder, layout_array, plan_layout
 from .reader import (
     BlockCache,
@@ -37,7 +38,6 @@ from .reader import (
     gather,
     gather_grid,
     read_region,
-    read_region_copy,
 )
 from .reader import prefetch as prefetch_chunks
 from .schema import BatchSchema, Windows
@@ -140,6 +140,12 @@ class BatchEngine:
             name: tuple((d, lengths.get(d), self.sizes[d]) for d in dims)
             for name, dims in self.source_dims.items()
         }
+
+    @functools.cached_property
+    def chunk_memo(self) -> ChunkMemo:
+        """The chunk each source's last window batch was read from (``bgen[i]`` in
+        window mode reads the next window from it without a chunk lookup)."""
+        return ChunkMemo()
 
     @property
     def chunked(self) -> bool:
@@ -420,17 +426,22 @@ def _window_xarray(engine: BatchEngine, unit: int) -> Batch:
     first = engine.schema.window_starts(unit)
     spans = engine.window_spans
     cache = engine.block_cache
-
-    def read(src: Source, name: Hashable) -> NDArray[Any]:
-        region = tuple(
-            slice(0, n) if w is None else slice(first[d], first[d] + w)
-            for d, w, n in spans[name]
-        )
-        return read_region_copy(src, region, cache)[np.newaxis]
-
     builder = engine.builder
-    lazy = {k: read(engine.sources[k], k) for k in builder.lazy_vars}
-    coords = {k: read(src, k) for k, src in engine.coord_sources.items()}
+    memo = engine.chunk_memo
+    lazy: dict[Hashable, NDArray[Any]] = {}
+    coords: dict[Hashable, NDArray[Any]] = {}
+    for out, names, sources in (
+        (lazy, builder.lazy_vars, engine.sources),
+        (coords, engine.coord_sources, engine.coord_sources),
+    ):
+        for name in names:
+            region = tuple(
+                [
+                    slice(0, n) if w is None else slice(first[d], first[d] + w)
+                    for d, w, n in spans[name]
+                ]
+            )
+            out[name] = memo.read_copy(name, sources[name], region, cache)[np.newaxis]
     return builder.build_window(lazy, coords, first)
 
 

@@ -25,6 +25,7 @@ import xarray as xr
 from numpy.typing import NDArray
 
 from . import _iteration
+from ._readahead import IndexedReadAhead, read_ahead_for
 from ._roles import cached_roles
 from ._state import STATE_VERSION, Cursor, checked_state
 from ._validation import check_bool, check_int
@@ -209,6 +210,7 @@ class BatchGenerator(CacheWarmUp):
         # the most recently started iteration (each iter() has its own cursor)
         self._cursor: Cursor | None = None
         self._resume_at = 0  # where the next iteration starts (load_state_dict)
+        self._read_ahead = _read_ahead_of(self)
 
     # ------------------------------------------------------------------ 0.4 attributes
     @property
@@ -252,7 +254,7 @@ class BatchGenerator(CacheWarmUp):
         return self.plan.num_batches()
 
     def __getitem__(self, idx: int) -> Batch:
-        return _cached_batch(self, self.batch_units(idx))
+        return _indexed_batch(self, _check_index(idx, len(self)))
 
     def __iter__(self) -> Iterator[Batch]:
         # the cursor (epoch, start) is taken here, when iter() is called, not at the
@@ -313,7 +315,7 @@ class BatchGenerator(CacheWarmUp):
         """Unit numbers (samples with ``batch_size``, else batches) of batch ``idx``
         in the current epoch's order, as the sampler and shard give them."""
         i = _check_index(idx, len(self))
-        return self.plan.batch_units(self.epoch, i, i + 1)[0]
+        return self.plan.units_of_batch(self.epoch, i)
 
     def randomness_report(self, max_batches: int | None = 1000) -> dict[str, float]:
         """How many distinct storage chunks each batch of this epoch draws from.
@@ -348,6 +350,7 @@ class BatchGenerator(CacheWarmUp):
         new.plan = self.plan.with_shard(rank, world_size, even)
         new._cursor = None
         new._resume_at = 0
+        new._read_ahead = _read_ahead_of(new)
         return new
 
     def split(
@@ -409,6 +412,7 @@ class BatchGenerator(CacheWarmUp):
         check_sampler_fits(chosen, new.n_units, new._filter is not None)
         new._cursor = None
         new._resume_at = 0
+        new._read_ahead = _read_ahead_of(new)
         return new
 
     # ------------------------------------------------------------------ state
@@ -532,6 +536,20 @@ def _xarray_reader(
     if grouped:
         return partial(read_batches_xarray, gen.engine)
     return partial(map, partial(_cached_batch, gen))
+
+
+def _read_ahead_of(gen: BatchGenerator) -> IndexedReadAhead | None:
+    """The read-ahead of in-order ``gen[i]`` (see ``_readahead.read_ahead_for``)."""
+    return read_ahead_for(gen.engine, gen.preload_batch, gen._batch_cache is not None)
+
+
+def _indexed_batch(gen: BatchGenerator, i: int) -> Batch:
+    """``gen[i]`` (``i`` checked): in order, read ahead (see ``_readahead``)."""
+    if gen._read_ahead is not None:
+        batch = gen._read_ahead.batch(gen.plan, gen.engine, gen.epoch, i)
+        if batch is not None:
+            return batch
+    return _cached_batch(gen, gen.plan.units_of_batch(gen.epoch, i))
 
 
 def _cached_batch(gen: BatchGenerator, units: NDArray[np.int64]) -> Batch:

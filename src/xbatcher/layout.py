@@ -19,6 +19,7 @@ import xarray as xr
 from numpy.typing import NDArray
 from xarray.indexes import PandasIndex, PandasMultiIndex
 
+from ._windowcoords import WindowCoords
 from ._xarray_private import in_memory
 from .schema import BatchSchema, canonical_dims
 
@@ -301,16 +302,12 @@ class XarrayBuilder:
         self.fast_dataset = plain_indexes and isinstance(obj, xr.Dataset)
         self._data_variables = {k: ds.variables[k] for k in self.data_vars}
         self._lengths = {w.dim: w.window for w in schema.sliced}
-        self._coord_vars = {c: obj.coords[c].variable for c in self.coord_names}
         self._window_stacked = stack_dims(schema, self.ds_dims)  # isel keeps every dim
-        self._xindexes = dict(obj.xindexes)
-        self._coord_cache: dict[
-            tuple[Hashable, tuple[int, ...]], tuple[xr.Variable, Any]
-        ] = {}
         self.lazy_vars: list[Hashable] = [
             k for k, v in ds.data_vars.items() if not in_memory(v.variable)
         ]
         self._fixed_coords = [c for c in self.coord_names if c not in self.block_coords]
+        self.window_coords = WindowCoords(obj, schema, self._fixed_coords)
         # sample batches: built with xarray's internal constructors as well (checked
         # against the public-constructor route in the tests)
         self.fast_sample = mode == "sample" and not self.block_coords
@@ -371,45 +368,12 @@ class XarrayBuilder:
             indexes=indexes,
         )
 
-    def _window_coord(
-        self, name: Hashable, first_starts: Mapping[Hashable, int]
-    ) -> tuple[xr.Variable, Any]:
-        """The coordinate ``name`` cut to a window, and its index (cached)."""
-        var = self._coord_vars[name]
-        starts = tuple(first_starts[d] for d in var.dims if d in self._sliced)
-        key = (name, starts)
-        hit = self._coord_cache.get(key)
-        if hit is not None:
-            return hit
-        key_slices = tuple(
-            slice(first_starts[d], first_starts[d] + self._lengths[d])
-            if d in self._sliced
-            else slice(None)
-            for d in var.dims
-        )
-        index = None
-        if name in self._xindexes:
-            index = self._xindexes[name].isel({name: key_slices[0]})
-            assert index is not None  # a slice of a PandasIndex stays an index
-            cut = index.create_variables({name: var})[name]
-        else:
-            cut = var[key_slices]
-        if len(self._coord_cache) > 8192:
-            self._coord_cache.clear()
-        self._coord_cache[key] = (cut, index)
-        return cut, index
-
     def _window_coords(
         self, coord_arrays: Mapping[Hashable, Any], first_starts: Mapping[Hashable, int]
     ) -> tuple[dict[Hashable, xr.Variable], dict[Hashable, Any]]:
-        """Every coordinate cut to a window (cached), and the indexes among them."""
-        coords: dict[Hashable, xr.Variable] = {}
-        indexes: dict[Hashable, Any] = {}
-        for name in self._fixed_coords:
-            cut, index = self._window_coord(name, first_starts)
-            coords[name] = cut
-            if index is not None:
-                indexes[name] = index
+        """Every coordinate cut to a window (cached), and the indexes among them:
+        new dicts on each call (a batch's coordinates may be changed in place)."""
+        coords, indexes = self.window_coords.window(first_starts)
         for name in self.block_coords:
             dims, attrs = self.coord_meta[name]
             coords[name] = xr.Variable(dims, coord_arrays[name][0], attrs)

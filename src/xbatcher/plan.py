@@ -100,11 +100,14 @@ class _Memo:
     demand, never pickled. Each slot is replaced by one assignment, so threads
     sharing a plan read either the old or the new value, never half of one."""
 
-    __slots__ = ("groups", "page")
+    __slots__ = ("groups", "n_batches", "page")
 
     def __init__(self, groups: UnitGroups | None = None) -> None:
         self.groups = groups
         self.page: tuple[tuple[int, int], NDArray[np.int64]] | None = None
+        # (sampler, shard, valid, batches per epoch): checked by identity, as
+        # dataclasses.replace keeps the memo of the plan it copies
+        self.n_batches: tuple[Any, Any, Any, int] | None = None
 
     def __reduce__(self) -> tuple[type[_Memo], tuple[()]]:
         return _Memo, ()
@@ -161,7 +164,17 @@ class EpochPlan:
 
     def num_batches(self) -> int:
         """Batches in one epoch of this shard (``len(bgen)``)."""
-        return self.schema.num_batches(self.epoch_length())
+        memo = self._memo.n_batches  # the same for every epoch: computed once
+        if (
+            memo is not None
+            and memo[0] is self.sampler
+            and memo[1] is self.shard
+            and memo[2] is self.valid
+        ):
+            return memo[3]
+        n = self.schema.num_batches(self.epoch_length())
+        self._memo.n_batches = (self.sampler, self.shard, self.valid, n)
+        return n
 
     def sample_ids(self) -> NDArray[np.int64]:
         """The sample (or batch) number of each unit (a fresh array)."""
@@ -191,25 +204,33 @@ class EpochPlan:
             # bgen[i] called in order: evaluate the sampler a page at a time
             page = int(positions[0]) // _PAGE
             if int(positions[-1]) // _PAGE == page:
-                key = (epoch, page)
-                entry = self._memo.page  # one read: another thread may replace it
-                if entry is None or entry[0] != key:
-                    start = page * _PAGE
-                    stop = min(start + _PAGE, self.epoch_length())
-                    every = np.arange(start, stop, dtype=np.int64)
-                    entry = (key, self._compute_units(epoch, every))
-                    self._memo.page = entry
-                return entry[1][positions - page * _PAGE]
+                return self._page(epoch, page)[positions - page * _PAGE]
         return self._compute_units(epoch, positions)
+
+    def _page(self, epoch: int, page: int) -> NDArray[np.int64]:
+        """Units of positions ``page * _PAGE ..`` of ``epoch`` (the last page kept)."""
+        key = (epoch, page)
+        entry = self._memo.page  # one read: another thread may replace it
+        if entry is None or entry[0] != key:
+            start = page * _PAGE
+            stop = min(start + _PAGE, self.epoch_length())
+            every = np.arange(start, stop, dtype=np.int64)
+            entry = (key, self._compute_units(epoch, every))
+            self._memo.page = entry
+        return entry[1]
+
+    def _in_order(self) -> bool:
+        """True when positions are units (no sampler order, shard or filter)."""
+        return (
+            self.shard is None
+            and self.valid is None
+            and type(self.sampler) is SequentialSampler
+        )
 
     def _compute_units(
         self, epoch: int, positions: NDArray[np.int64]
     ) -> NDArray[np.int64]:
-        if (
-            self.shard is None
-            and self.valid is None
-            and type(self.sampler) is SequentialSampler
-        ):
+        if self._in_order():
             return positions  # in order: positions are units (checked by callers)
         n = self.sampler.epoch_length(self.n_units)
         if self.shard is not None:
@@ -228,6 +249,31 @@ class EpochPlan:
         lo, hi = first * bs, min(stop * bs, self.epoch_length())
         units = self.units(epoch, np.arange(lo, hi, dtype=np.int64))
         return np.split(units, np.arange(bs, hi - lo, bs))
+
+    def units_of_batch(self, epoch: int, index: int) -> NDArray[np.int64]:
+        """Units of batch ``index`` of ``epoch``: ``batch_units(epoch, index, index +
+        1)[0]`` with scalar arithmetic (``bgen[i]``; ``index`` must be in range).
+
+        Examples
+        --------
+        >>> import numpy as np, xarray as xr, xbatcher as xb
+        >>> schema = xb.BatchSchema(xr.DataArray(np.zeros(10), dims="x"), {"x": 2})
+        >>> EpochPlan(schema, xb.ShuffleSampler(seed=0)).units_of_batch(0, 1).tolist()
+        [2]
+        """
+        bs = self.schema.batch_size
+        if bs is None:
+            lo, hi = index, index + 1
+        else:
+            lo = index * bs
+            hi = min(lo + bs, self.epoch_length())
+        if self._in_order():
+            return np.arange(lo, hi, dtype=np.int64)
+        page, offset = divmod(lo, _PAGE)
+        if (hi - 1) // _PAGE != page:  # a batch across two pages
+            return self._compute_units(epoch, np.arange(lo, hi, dtype=np.int64))
+        # a copy: the page stays shared by the next calls
+        return self._page(epoch, page)[offset : offset + hi - lo].copy()
 
     def randomness_report(
         self, epoch: int, max_batches: int | None = 1000
