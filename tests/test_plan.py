@@ -94,6 +94,36 @@ def test_derived_plans_share_no_state():
         plan.sampler = xb.SequentialSampler()  # type: ignore[misc]  # frozen
 
 
+@settings(max_examples=30, deadline=None)
+@given(
+    n=st.integers(4, 60),
+    batch_size=st.integers(1, 5),
+    shard=st.sampled_from([(0, 2), (1, 2), (2, 3)]),
+    seed=st.integers(0, 3),
+    epoch=st.integers(0, 2),
+)
+def test_dataclasses_replace_of_a_used_plan_answers_for_its_own_fields(
+    n, batch_size, shard, seed, epoch
+):
+    """``dataclasses.replace`` (as ``split`` uses it) on a plan that already answered
+    ``batch_units`` gives a plan with its own memo: its units are those of a plan
+    built fresh with the new fields, not the copied plan's (a kept page of units
+    handed out the unsharded order)."""
+    import dataclasses
+
+    da = xr.DataArray(np.arange(float(n)), dims="x")
+    plan = xb.BatchGenerator(
+        da, {"x": 1}, batch_size=batch_size, shuffle=True, seed=seed
+    ).plan
+    _all_units(plan, epoch)  # fills the page memo
+    sharded = dataclasses.replace(plan, shard=xb.Shard(*shard))
+    fresh = EpochPlan(plan.schema, plan.sampler, shard=xb.Shard(*shard))
+    assert _all_units(sharded, epoch) == _all_units(fresh, epoch)
+    resampled = dataclasses.replace(plan, sampler=xb.ShuffleSampler(seed=seed + 7))
+    fresh = EpochPlan(plan.schema, xb.ShuffleSampler(seed=seed + 7))
+    assert _all_units(resampled, epoch) == _all_units(fresh, epoch)
+
+
 def test_chunk_grid_labels_units_by_the_chunk_of_their_first_window():
     da = xr.DataArray(np.zeros((4, 12)), dims=("t", "x")).chunk(t=2, x=5)
     bgen = xb.BatchGenerator(da, {"x": 3}, batch_size=2)

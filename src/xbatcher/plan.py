@@ -105,8 +105,7 @@ class _Memo:
     def __init__(self, groups: UnitGroups | None = None) -> None:
         self.groups = groups
         self.page: tuple[tuple[int, int], NDArray[np.int64]] | None = None
-        # (sampler, shard, valid, batches per epoch): checked by identity, as
-        # dataclasses.replace keeps the memo of the plan it copies
+        # (sampler, shard, valid, batches per epoch): also checked by identity
         self.n_batches: tuple[Any, Any, Any, int] | None = None
 
     def __reduce__(self) -> tuple[type[_Memo], tuple[()]]:
@@ -150,7 +149,9 @@ class EpochPlan:
     shard: Shard | None = None
     valid: NDArray[np.int64] | None = None
     grid: ChunkGrid | None = None
-    _memo: _Memo = field(default_factory=_Memo, repr=False)
+    # init=False: ``dataclasses.replace`` gives the copy a fresh memo (a memo kept
+    # from the plan it copies would hand out that plan's units)
+    _memo: _Memo = field(default_factory=_Memo, init=False, repr=False)
 
     @property
     def n_units(self) -> int:
@@ -314,7 +315,9 @@ class EpochPlan:
     def _replace(self, **changes: Any) -> EpochPlan:
         # a new plan gets its own caches; the chunk groups depend on neither the
         # sampler nor the shard, so they carry over
-        return dataclasses.replace(self, _memo=_Memo(self._memo.groups), **changes)
+        new = dataclasses.replace(self, **changes)
+        new._memo.groups = self._memo.groups
+        return new
 
 
 def make_sampler(
