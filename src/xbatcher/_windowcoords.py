@@ -15,6 +15,7 @@ from typing import Any
 
 import xarray as xr
 
+from ._xarray_private import own_variables
 from .schema import BatchSchema
 
 __all__ = ["WindowCoords"]
@@ -112,4 +113,4 @@ class WindowCoords:
             if len(self._windows) >= _WINDOWS:
                 self._windows.clear()
             hit = self._windows[key] = (coords, indexes)
-        return dict(hit[0]), dict(hit[1])
+        return own_variables(hit[0]), dict(hit[1])

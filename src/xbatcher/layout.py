@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 from xarray.indexes import PandasIndex, PandasMultiIndex
 
 from ._windowcoords import WindowCoords
-from ._xarray_private import in_memory
+from ._xarray_private import in_memory, own_variables
 from .schema import BatchSchema, canonical_dims
 
 __all__ = ["VarLayout", "layout_array", "plan_layout"]
@@ -337,9 +337,7 @@ class XarrayBuilder:
             data[name] = xr.Variable(
                 lay.out_dims, layout_array(arrays[name], lay), attrs, fastpath=True
             )
-        coords: dict[Hashable, xr.Variable] = dict(
-            self.shared_template.coords.variables
-        )
+        coords = own_variables(dict(self.shared_template.coords.variables))
         for name in self.windowed_coords:
             dims, attrs = self.coord_meta[name]
             lay = self._layout(dims)
