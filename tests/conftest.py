@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import warnings
@@ -17,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import dask.array as dsa
 import numpy as np
 import pandas as pd
 import pytest
@@ -498,3 +500,33 @@ def count_source_reads(bgen: Any, strict: bool = True) -> list[int]:
         inner.read_chunks = counted_read
         inner.submit_chunk = counted_submit
     return count
+
+
+# --------------------------------------------------------------------------- dask chunks
+class ChunkCounter:
+    """A dask array that records which of its chunks get computed."""
+
+    def __init__(self, shape: tuple[int, ...], chunks: tuple[int, ...]) -> None:
+        self.lock = threading.Lock()
+        self.computed: list[tuple[int, ...]] = []
+        self.values = np.arange(math.prod(shape), dtype=np.float64).reshape(shape)
+        base = dsa.from_array(self.values, chunks=chunks)
+        self.array = base.map_blocks(self._record, dtype=np.float64)
+        self.chunks = chunks
+
+    def _record(self, block: np.ndarray, block_info: Any = None) -> np.ndarray:
+        if block_info is not None and None in block_info:
+            with self.lock:
+                self.computed.append(tuple(block_info[None]["chunk-location"]))
+        return block
+
+    def needed(self, region: dict[int, tuple[int, int]]) -> set[tuple[int, ...]]:
+        """Chunks that overlap ``{axis: (start, stop)}`` (other axes whole)."""
+        ranges = []
+        for axis, (n, c) in enumerate(zip(self.array.shape, self.chunks, strict=True)):
+            lo, hi = region.get(axis, (0, n))
+            ranges.append(range(lo // c, (hi - 1) // c + 1))
+        return set(itertools.product(*ranges))
+
+    def all_chunks(self) -> set[tuple[int, ...]]:
+        return self.needed({})

@@ -18,19 +18,11 @@ from hypothesis import strategies as st
 
 import xbatcher as xb
 from conftest import make_dataset, to_backend
+from test_caches_batches import CASES
 from test_targets import forecast, make_ds
 from xbatcher.caches import GuardedCache, MemoryCache, _codec, _objects, encode
 from xbatcher.caches._objects import freeze, thaw
 from xbatcher.errors import CacheEncodeError, CacheWarning
-
-CASES: dict[str, dict[str, Any]] = {
-    "window": dict(input_dims={"lat": 4, "lon": 5}),
-    "stacked": dict(input_dims={"lat": 4}),
-    "concat": dict(
-        input_dims={"lat": 5, "lon": 6}, batch_dims={"time": 2}, concat_input_dims=True
-    ),
-    "sample": dict(input_dims={"lat": 5, "lon": 4}, batch_size=7, shuffle=True, seed=1),
-}
 
 
 @pytest.fixture

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
-import math
-import threading
 import warnings
 from collections.abc import Hashable
 from typing import Any
@@ -19,6 +16,7 @@ from hypothesis import strategies as st
 
 import xbatcher as xb
 from conftest import (
+    ChunkCounter,
     count_windows,
     make_dataarray,
     make_dataset,
@@ -450,33 +448,6 @@ def test_preload_false_is_lazy(case: str, kind_: str) -> None:
         for var in data_vars:
             assert isinstance(var.data, dsa.Array)
         xr.testing.assert_identical(batch.compute(), expected[i])
-
-
-class ChunkCounter:
-    """A dask array that records which of its chunks get computed."""
-
-    def __init__(self, shape: tuple[int, ...], chunks: tuple[int, ...]) -> None:
-        self.lock = threading.Lock()
-        self.computed: list[tuple[int, ...]] = []
-        base = dsa.from_array(
-            np.arange(math.prod(shape), dtype=np.float64).reshape(shape), chunks=chunks
-        )
-        self.array = base.map_blocks(self._record, dtype=np.float64)
-        self.chunks = chunks
-
-    def _record(self, block: np.ndarray, block_info: Any = None) -> np.ndarray:
-        if block_info is not None and None in block_info:
-            with self.lock:
-                self.computed.append(tuple(block_info[None]["chunk-location"]))
-        return block
-
-    def needed(self, region: dict[int, tuple[int, int]]) -> set[tuple[int, ...]]:
-        """Chunks that overlap the region ``{axis: (start, stop)}`` (other axes whole)."""
-        ranges = []
-        for axis, (n, c) in enumerate(zip(self.array.shape, self.chunks, strict=True)):
-            lo, hi = region.get(axis, (0, n))
-            ranges.append(range(lo // c, (hi - 1) // c + 1))
-        return set(itertools.product(*ranges))
 
 
 @pytest.mark.parametrize("preload", [True, False])

@@ -8,7 +8,6 @@ and by counts (chunks computed, cache lookups, calls, threads), never by time.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
 import pickle
 import threading
@@ -23,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import xbatcher as xb
+from conftest import ChunkCounter
 from reference import reference_batches, reference_sample_batch, reference_samples
 
 # ---------------------------------------------------------------- scalar unit lookup
@@ -93,35 +93,6 @@ def test_num_batches_follows_a_replaced_shard():
 
 
 # ------------------------------------------------------------------ window batches
-class ChunkCounter:
-    """A dask array that records which of its chunks get computed."""
-
-    def __init__(self, shape: tuple[int, ...], chunks: tuple[int, ...]) -> None:
-        self.lock = threading.Lock()
-        self.computed: list[tuple[int, ...]] = []
-        self.values = np.arange(math.prod(shape), dtype=np.float64).reshape(shape)
-        base = dsa.from_array(self.values, chunks=chunks)
-        self.array = base.map_blocks(self._record, dtype=np.float64)
-        self.chunks = chunks
-
-    def _record(self, block: np.ndarray, block_info: Any = None) -> np.ndarray:
-        if block_info is not None and None in block_info:
-            with self.lock:
-                self.computed.append(tuple(block_info[None]["chunk-location"]))
-        return block
-
-    def needed(self, region: dict[int, tuple[int, int]]) -> set[tuple[int, ...]]:
-        """Chunks that overlap ``{axis: (start, stop)}`` (other axes whole)."""
-        ranges = []
-        for axis, (n, c) in enumerate(zip(self.array.shape, self.chunks, strict=True)):
-            lo, hi = region.get(axis, (0, n))
-            ranges.append(range(lo // c, (hi - 1) // c + 1))
-        return set(itertools.product(*ranges))
-
-    def all_chunks(self) -> set[tuple[int, ...]]:
-        return self.needed({})
-
-
 def _dataarray(counter: ChunkCounter) -> xr.DataArray:
     t, y, x = counter.array.shape
     return xr.DataArray(
