@@ -3,7 +3,6 @@ later epochs read no chunk from the source, whatever the shuffle order."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,19 +17,10 @@ from xbatcher.caches import Cache, ChunkCachedSource, open_cache
 from xbatcher.engine import read_batch
 
 
-@pytest.fixture(params=["memory", "dir", "s3", "redis"])
-def chunk_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Cache]:
-    name = uuid.uuid4().hex[:8]
-    if request.param == "memory":
-        mem = open_cache("memory://?max_bytes=64MB")
-        return lambda: mem
-    if request.param == "dir":
-        return lambda: open_cache(f"file://{tmp_path}/chunks")
-    if request.param == "s3":
-        opts = request.getfixturevalue("s3_endpoint")
-        return lambda: open_cache(f"s3://xbatcher-test/{name}", storage_options=opts)
-    url = request.getfixturevalue("redis_url")
-    return lambda: open_cache(f"{url}?prefix={name}:")
+@pytest.fixture
+def chunk_store(make_cache: Callable[[], Cache]) -> Callable[[], Cache]:
+    """A chunk cache on each backend (conftest's ``make_cache``)."""
+    return make_cache
 
 
 @pytest.mark.parametrize("backend", ["zarr", "zarr-dask"])
