@@ -94,10 +94,23 @@ def _thrashes(plan: EpochPlan, engine: BatchEngine) -> bool:
 
 
 def _prefetch(
-    plan: EpochPlan, first: int, stop: int, epoch: int, engine: BatchEngine
+    plan: EpochPlan,
+    first: int,
+    stop: int,
+    epoch: int,
+    engine: BatchEngine,
+    units: Future[list[Units]],
 ) -> None:
-    """Decode the chunks of batches ``first .. stop - 1`` of ``epoch`` (background)."""
-    prefetch(engine, np.concatenate(plan.batch_units(epoch, first, stop)))
+    """Decode the chunks of batches ``first .. stop - 1`` of ``epoch`` (background);
+    their units go to ``units`` first, for the groups that read them (the sampler
+    runs once per batch)."""
+    try:
+        block = plan.batch_units(epoch, first, stop)
+    except BaseException as err:
+        units.set_exception(err)
+        raise
+    units.set_result(block)
+    prefetch(engine, np.concatenate(block))
 
 
 def groups_of_batches(
@@ -118,16 +131,32 @@ def groups_of_batches(
     try:
         pending: dict[int, Future[None]] = {}
         job: Future[None] | None = None
+        # units of the groups after the last readahead's first, and where they start
+        ahead_units: Future[list[Units]] | None = None
+        ahead_first = 0
         for k, first in enumerate(firsts):
-            units = plan.batch_units(epoch, first, min(first + step, indices.stop))
+            stop = min(first + step, indices.stop)
             future = pending.pop(k, None)
+            if future is None or ahead_units is None:
+                units = plan.batch_units(epoch, first, stop)
+            else:  # computed by the readahead job (it never ends without them)
+                units = ahead_units.result()[first - ahead_first : stop - ahead_first]
             if future is not None and (future.done() or k % ahead == 0):
                 future.result()  # re-raises a failed read here, never hangs
             if k % ahead == 0 and k + 1 < len(firsts):
                 # the chunks of the next `ahead` groups, requested at once
                 last = min(k + ahead, len(firsts) - 1)
-                stop = min(firsts[last] + step, indices.stop)
-                job = pool.submit(_prefetch, plan, firsts[k + 1], stop, epoch, engine)
+                ahead_first = firsts[k + 1]
+                ahead_units = Future()
+                job = pool.submit(
+                    _prefetch,
+                    plan,
+                    ahead_first,
+                    min(firsts[last] + step, indices.stop),
+                    epoch,
+                    engine,
+                    ahead_units,
+                )
                 pending.update(dict.fromkeys(range(k + 1, last + 1), job))
             yield first, units
         if job is not None:
