@@ -41,6 +41,21 @@ def test_a_full_shuffle_over_chunks_gathers_bigger_groups_within_the_cache() -> 
     assert sizes == {"ordered": 16, "shuffled": 64, "small": 32, "in_memory": 16}
 
 
+def test_a_chunk_aware_shuffle_over_chunks_gathers_bigger_groups() -> None:
+    # each batch of a pool draws from all of the pool's chunks, as a full shuffle's
+    # from all of the store's: 64 batches of 128 KiB per group, not 16
+    kw = {"input_dims": {"x": 1024}, "batch_size": 32, "shuffle": "chunks"}
+    sizes = [
+        _iteration.group_size(g.engine, g.plan)
+        for g in (
+            xb.BatchGenerator(make(True), **kw),
+            xb.BatchGenerator(make(True), block_cache_bytes="16MiB", **kw),
+            xb.BatchGenerator(make(False), **kw),
+        )
+    ]
+    assert sizes == [64, 32, 16]
+
+
 def test_bigger_shuffle_groups_give_the_same_batches() -> None:
     da = make(True)
     bgen = xb.BatchGenerator(da, {"x": 1024}, batch_size=32, shuffle=True, seed=1)

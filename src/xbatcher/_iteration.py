@@ -10,8 +10,8 @@ it follows is the cursor's, fixed when it started.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TypeVar
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Any, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 from ._state import Cursor
 from .engine import BatchEngine, prefetch
 from .plan import EpochPlan
-from .sampling import ShuffleSampler
+from .sampling import BlockShuffleSampler, ShuffleSampler
 
 __all__ = ["batches", "group_size", "groups_of_batches"]
 
@@ -27,10 +27,12 @@ T = TypeVar("T")
 Units = NDArray[np.int64]
 _GROUP_BYTES = 2 * 2**20  # output gathered at once while iterating (cache-friendly)
 _MAX_GROUP = 512
-# a full shuffle over chunked data draws every group from the whole store, so each
-# group pays a fixed cost per touched chunk: bigger groups put more windows on each
-# chunk (S1: 2 MiB -> 0.92x, 8 MiB -> 1.12x of read-each-chunk-once). Batches are views
-# of their group's buffer, so a batch kept alive holds at most this much memory.
+# a full shuffle over chunked data draws every group from the whole store (a
+# chunk-aware one from a whole pool of chunks), so each group pays a fixed cost per
+# touched chunk: bigger groups put more windows on each chunk (S1: 2 MiB -> 0.92x,
+# 8 MiB -> 1.12x of read-each-chunk-once; chunk-aware 0.86x -> 0.91x of the all-core
+# ideal). Batches are views of their group's buffer, so a batch kept alive holds at
+# most this much memory.
 _SHUFFLE_GROUP_BYTES = 8 * 2**20
 # output bytes whose chunks are decoded ahead of the consumer (capped at a quarter of
 # the block cache, so prefetched chunks are not evicted before they are used); about
@@ -60,12 +62,12 @@ def batches(
 
 def group_size(engine: BatchEngine, plan: EpochPlan | None = None) -> int:
     """Batches gathered at once while iterating: about ``_GROUP_BYTES`` of output, or
-    ``_SHUFFLE_GROUP_BYTES`` (at most a quarter of the chunk cache) for a full shuffle
-    over chunked sources."""
+    ``_SHUFFLE_GROUP_BYTES`` (at most a quarter of the chunk cache) for a full or a
+    chunk-aware shuffle over chunked sources."""
     budget = _GROUP_BYTES
     if (
         plan is not None
-        and isinstance(plan.sampler, ShuffleSampler)
+        and isinstance(plan.sampler, ShuffleSampler | BlockShuffleSampler)
         and engine.chunked
         and plan.schema.batch_size is not None
     ):
@@ -137,10 +139,19 @@ def groups_of_batches(
         for k, first in enumerate(firsts):
             stop = min(first + step, indices.stop)
             future = pending.pop(k, None)
-            if future is None or ahead_units is None:
+            units = None
+            if future is not None and ahead_units is not None:
+                # computed by the readahead job, unless it ended without them
+                either: list[Future[Any]] = [ahead_units, future]
+                wait(either, return_when=FIRST_COMPLETED)
+                if ahead_units.done():
+                    units = ahead_units.result()[
+                        first - ahead_first : stop - ahead_first
+                    ]
+                else:
+                    future.result()  # the job's error, here
+            if units is None:
                 units = plan.batch_units(epoch, first, stop)
-            else:  # computed by the readahead job (it never ends without them)
-                units = ahead_units.result()[first - ahead_first : stop - ahead_first]
             if future is not None and (future.done() or k % ahead == 0):
                 future.result()  # re-raises a failed read here, never hangs
             if k % ahead == 0 and k + 1 < len(firsts):
