@@ -597,6 +597,16 @@ def tables(agg: dict[str, dict[str, Any]], names: list[str]) -> str:
                 f"\n| {label} | {val(d)} | {val(d, 'gbps')} | {ratio(d, lim, 'bps')} "
                 f"| {ratio(d, naive, 'bps')} | {ratio(d, floor, 'bps')} | {vs_ideal} |"
             )
+        notes = [
+            f"- ideal {sh}: {s[f'ideal_{mode}']['note']}"
+            for mode, sh in modes.items()
+            if (s.get(f"ideal_{mode}") or {}).get("note")
+        ]
+        if notes:
+            out += (
+                "\n\nThe ideal's three ways to overlap decode and gather (one "
+                "repeat; the table uses hybrid):\n\n" + "\n".join(notes)
+            )
     if "S2" in agg and "S2" in names:
         s = agg["S2"]
         lim = s.get("limit")
