@@ -7,6 +7,7 @@ xbatcher 0.4, each in its own interpreter), so it must never import
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import time
@@ -587,3 +588,129 @@ def materialise(batch: Any) -> int:
     if isinstance(batch, xr.Dataset):
         return sum(int(np.asarray(v.values).nbytes) for v in batch.data_vars.values())
     return int(np.asarray(batch.values).nbytes)
+
+
+# --------------------------------------------------------------------------
+# S1 ideal: decode every chunk once on all cores + gather the batches
+# --------------------------------------------------------------------------
+
+
+class S1Ideal:
+    """The all-core decode-once ideal of an S1 epoch, in plain numpy.
+
+    Every storage chunk's raw bytes are read from disk and zstd-decoded with
+    numcodecs in a pool of one thread per core, straight into its place in one
+    epoch buffer of the whole array (chunks along time only, so each is a
+    contiguous slab). The batches are copied out of that buffer with one fancy
+    index per batch (or per block of batches; a window row of 128 bytes is one
+    element of a void dtype) into fresh arrays, in the order ``starts`` gives
+    (ours' sample order, computed outside the timing). Three ways to overlap the
+    decode and the gather (the report keeps the fastest as the ideal):
+
+    - ``"pipelined"``: the chunks are submitted in the order the batches first
+      need them, and the calling thread gathers each batch as soon as the chunks
+      it needs are decoded (the decode of later chunks goes on meanwhile);
+    - ``"all_cores"``: decode everything, then gather blocks of batches on every
+      core (a few blocks in flight);
+    - ``"hybrid"``: pipelined until the last chunk is decoded, then the rest of
+      the epoch as ``"all_cores"``.
+
+    ``starts`` is ``(t, y, x)``, each ``(n_batches, batch_size)``.
+    """
+
+    HOWS = ("pipelined", "all_cores", "hybrid")
+    BLOCK = 16  # batches gathered by one task of the all-core gather (2 MiB)
+
+    def __init__(
+        self, data_dir: str, starts: tuple[np.ndarray, np.ndarray, np.ndarray]
+    ) -> None:
+        import numcodecs
+
+        self.root = os.path.join(data_dir, "w2.zarr", "v", "c")
+        self.codec = numcodecs.Zstd()
+        self.t, self.y, self.x = (np.ascontiguousarray(a, np.intp) for a in starts)
+        self.n_batches, self.bs = self.t.shape
+        c = ZARR_CHUNKS[0]
+        self.nchunks = -(-W2_SHAPE[0] // c)
+        self.cores = len(os.sched_getaffinity(0))
+        # the chunks each batch needs, and the order they are first needed in
+        self.needs = [np.unique(row // c).tolist() for row in self.t]
+        order: dict[int, None] = {}
+        for need in self.needs:
+            order.update(dict.fromkeys(need))
+        order.update(dict.fromkeys(range(self.nchunks)))  # an epoch reads them all
+        self.order = list(order)
+        self.item = np.dtype((np.void, 32 * 4))
+
+    def _decode(self, big: np.ndarray, k: int) -> None:
+        c = ZARR_CHUNKS[0]
+        with open(os.path.join(self.root, str(k), "0", "0"), "rb") as f:
+            raw = f.read()
+        self.codec.decode(raw, out=big[k * c : (k + 1) * c])
+
+    def _rows(self, big: np.ndarray) -> np.ndarray:
+        """Every 32x32 window of ``big`` as 32 rows of one void element each."""
+        nt, ny, nx = W2_SHAPE
+        s = big.strides
+        return np.ndarray(
+            (nt, ny - 31, nx - 31, 32), self.item, big, 0, (s[0], s[1], s[2], s[1])
+        )
+
+    def _gather(self, rows: np.ndarray, lo: int, hi: int) -> np.ndarray:
+        """Batches ``lo .. hi - 1`` as one ``(hi - lo, batch, 32, 32)`` array."""
+        out = np.empty((hi - lo, self.bs, 32, 32), np.float32)
+        sel = slice(lo, hi)
+        out.view(self.item)[..., 0][...] = rows[self.t[sel], self.y[sel], self.x[sel]]
+        return out
+
+    def _all_cores(self, pool: Any, rows: np.ndarray, first: int) -> Iterable[int]:
+        """Batches ``first ..`` gathered in blocks on every core, in order."""
+        from collections import deque
+
+        n, step = self.n_batches, self.BLOCK
+        blocks = iter(range(first, n, step))
+        flight: deque[Any] = deque()
+        for lo in itertools.islice(blocks, 2 * self.cores):
+            flight.append(pool.submit(self._gather, rows, lo, min(lo + step, n)))
+        while flight:
+            block = flight.popleft().result()
+            lo = next(blocks, None)
+            if lo is not None:
+                flight.append(pool.submit(self._gather, rows, lo, min(lo + step, n)))
+            for b in block:
+                yield b.nbytes
+
+    def epoch(self, pool: Any, how: str) -> Iterable[int]:
+        """One epoch; yields the byte count of each batch."""
+        c = ZARR_CHUNKS[0]
+        big = np.empty((self.nchunks * c, *W2_SHAPE[1:]), np.float32)
+        rows = self._rows(big)
+        if how == "all_cores":
+            for _ in pool.map(lambda k: self._decode(big, k), self.order):
+                pass
+            yield from self._all_cores(pool, rows, 0)
+            return
+        futures = {k: pool.submit(self._decode, big, k) for k in self.order}
+        last = futures[self.order[-1]]
+        done: set[int] = set()
+        for i in range(self.n_batches):
+            if how == "hybrid" and last.done():
+                for f in futures.values():
+                    f.result()
+                yield from self._all_cores(pool, rows, i)
+                return
+            for k in self.needs[i]:
+                if k not in done:
+                    futures[k].result()
+                    done.add(k)
+            yield self._gather(rows, i, i + 1)[0].nbytes
+        for f in futures.values():
+            f.result()
+
+    def batches(self, pool: Any) -> np.ndarray:
+        """Every batch of one epoch, ``(n_batches, batch, 32, 32)`` (the checks)."""
+        c = ZARR_CHUNKS[0]
+        big = np.empty((self.nchunks * c, *W2_SHAPE[1:]), np.float32)
+        for _ in pool.map(lambda k: self._decode(big, k), range(self.nchunks)):
+            pass
+        return self._gather(self._rows(big), 0, self.n_batches)

@@ -41,6 +41,21 @@ def test_a_full_shuffle_over_chunks_gathers_bigger_groups_within_the_cache() -> 
     assert sizes == {"ordered": 16, "shuffled": 64, "small": 32, "in_memory": 16}
 
 
+def test_a_chunk_aware_shuffle_over_chunks_gathers_bigger_groups() -> None:
+    # each batch of a pool draws from all of the pool's chunks, as a full shuffle's
+    # from all of the store's: 64 batches of 128 KiB per group, not 16
+    kw = {"input_dims": {"x": 1024}, "batch_size": 32, "shuffle": "chunks"}
+    sizes = [
+        _iteration.group_size(g.engine, g.plan)
+        for g in (
+            xb.BatchGenerator(make(True), **kw),
+            xb.BatchGenerator(make(True), block_cache_bytes="16MiB", **kw),
+            xb.BatchGenerator(make(False), **kw),
+        )
+    ]
+    assert sizes == [64, 32, 16]
+
+
 def test_bigger_shuffle_groups_give_the_same_batches() -> None:
     da = make(True)
     bgen = xb.BatchGenerator(da, {"x": 1024}, batch_size=32, shuffle=True, seed=1)
@@ -171,3 +186,33 @@ def test_a_full_shuffle_over_a_small_cache_decodes_what_the_cache_cannot_keep(
     decoded = bgen.block_cache.stats()["misses"]
     # each group touches every chunk (256 windows over 64 chunks)
     assert decoded <= n_chunks + (n_groups - 1) * (n_chunks - kept)
+
+
+# ------------------------------------------------------------ the sampler, once
+@pytest.mark.parametrize("shuffle", [False, True, "chunks"])
+def test_an_iteration_evaluates_the_sampler_about_once_per_sample(
+    monkeypatch: pytest.MonkeyPatch, shuffle: bool | str
+) -> None:
+    # the readahead job computes the units of the groups it decodes for; the
+    # groups take theirs from it instead of running the sampler again
+    from xbatcher import plan as plan_mod
+
+    values = np.arange(40_000 * 64, dtype=np.float32).reshape(40_000, 64)
+    da = xr.DataArray(values, dims=("time", "x")).chunk(time=5000)
+    kw = {"seed": 0} if shuffle else {}
+    bgen = xb.BatchGenerator(da, {"x": 64}, batch_size=32, shuffle=shuffle, **kw)
+    expected = [bgen.batch_units(i) for i in range(len(bgen))]
+    evaluated: list[int] = []
+    original = plan_mod.EpochPlan._compute_units
+
+    def counting(self: object, epoch: int, positions: np.ndarray) -> np.ndarray:
+        evaluated.append(int(np.asarray(positions).size))
+        return original(self, epoch, positions)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(plan_mod.EpochPlan, "_compute_units", counting)
+    got = list(bgen.arrays)
+    assert len(got) == len(expected) == 1250
+    for batch, units in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(batch, values[units])
+    # the first group reads one page of the sampler itself, the readahead the rest
+    assert sum(evaluated) <= 40_000 + plan_mod._PAGE

@@ -782,3 +782,42 @@ def test_closing_an_iteration_never_waits_for_its_prefetcher(monkeypatch, tmp_pa
     for i, got in enumerate(batches):
         np.testing.assert_array_equal(got, da.values[4 * i : 4 * i + 6])
     _run_guarded(lambda: _wait_until_settled(bgen.block_cache))
+
+
+# ------------------------------------------------- gathers share only idle cores
+def test_a_big_gather_shares_only_the_cores_that_decodes_leave_idle(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("XBATCHER_NUM_THREADS", "4")
+    big = reader._PARALLEL_GATHER_BYTES
+    helpers = {}
+    for in_flight in (0, 1, 3, 4, 9):
+        monkeypatch.setattr(reader._decoding, "count", in_flight)
+        helpers[in_flight] = (
+            reader.gather_helpers(big),
+            reader.gather_helpers(big - 1),
+        )
+    # the caller gathers; each unfinished decode keeps one more core busy
+    assert helpers == {0: (3, 0), 1: (2, 0), 3: (0, 0), 4: (0, 0), 9: (0, 0)}
+
+
+def test_decodes_in_flight_are_counted_until_each_one_ends() -> None:
+    array = np.arange(64 * 8, dtype=np.float32).reshape(64, 8)
+    gates = {(k, 0): threading.Event() for k in range(4)}
+    source = SubmittingSource(array, (regular_chunks(64, 16), (8,)), gates=gates)
+    cache = BlockCache(2**20)
+    request = WindowRequest((np.arange(0, 64, 8), np.zeros(8, np.int64)), (8, 8), 8)
+    before = reader._decoding.count
+    reader.prefetch(source, request, cache)  # starts the 4 decodes, waits for none
+    assert reader._decoding.count == before + 4
+    for gate in gates.values():
+        gate.set()
+    out = reader.gather(source, request, cache)
+    np.testing.assert_array_equal(
+        out, np.stack([array[s : s + 8] for s in range(0, 64, 8)])
+    )
+    deadline = time.monotonic() + 10
+    while reader._decoding.count != before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert reader._decoding.count == before
+    assert sorted(source.reads) == sorted(gates)  # each chunk decoded once

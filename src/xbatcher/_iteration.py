@@ -10,8 +10,8 @@ it follows is the cursor's, fixed when it started.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TypeVar
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Any, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 from ._state import Cursor
 from .engine import BatchEngine, prefetch
 from .plan import EpochPlan
-from .sampling import ShuffleSampler
+from .sampling import BlockShuffleSampler, ShuffleSampler
 
 __all__ = ["batches", "group_size", "groups_of_batches"]
 
@@ -27,10 +27,12 @@ T = TypeVar("T")
 Units = NDArray[np.int64]
 _GROUP_BYTES = 2 * 2**20  # output gathered at once while iterating (cache-friendly)
 _MAX_GROUP = 512
-# a full shuffle over chunked data draws every group from the whole store, so each
-# group pays a fixed cost per touched chunk: bigger groups put more windows on each
-# chunk (S1: 2 MiB -> 0.92x, 8 MiB -> 1.12x of read-each-chunk-once). Batches are views
-# of their group's buffer, so a batch kept alive holds at most this much memory.
+# a full shuffle over chunked data draws every group from the whole store (a
+# chunk-aware one from a whole pool of chunks), so each group pays a fixed cost per
+# touched chunk: bigger groups put more windows on each chunk (S1: 2 MiB -> 0.92x,
+# 8 MiB -> 1.12x of read-each-chunk-once; chunk-aware 0.86x -> 0.91x of the all-core
+# ideal). Batches are views of their group's buffer, so a batch kept alive holds at
+# most this much memory.
 _SHUFFLE_GROUP_BYTES = 8 * 2**20
 # output bytes whose chunks are decoded ahead of the consumer (capped at a quarter of
 # the block cache, so prefetched chunks are not evicted before they are used); about
@@ -60,12 +62,12 @@ def batches(
 
 def group_size(engine: BatchEngine, plan: EpochPlan | None = None) -> int:
     """Batches gathered at once while iterating: about ``_GROUP_BYTES`` of output, or
-    ``_SHUFFLE_GROUP_BYTES`` (at most a quarter of the chunk cache) for a full shuffle
-    over chunked sources."""
+    ``_SHUFFLE_GROUP_BYTES`` (at most a quarter of the chunk cache) for a full or a
+    chunk-aware shuffle over chunked sources."""
     budget = _GROUP_BYTES
     if (
         plan is not None
-        and isinstance(plan.sampler, ShuffleSampler)
+        and isinstance(plan.sampler, ShuffleSampler | BlockShuffleSampler)
         and engine.chunked
         and plan.schema.batch_size is not None
     ):
@@ -94,10 +96,23 @@ def _thrashes(plan: EpochPlan, engine: BatchEngine) -> bool:
 
 
 def _prefetch(
-    plan: EpochPlan, first: int, stop: int, epoch: int, engine: BatchEngine
+    plan: EpochPlan,
+    first: int,
+    stop: int,
+    epoch: int,
+    engine: BatchEngine,
+    units: Future[list[Units]],
 ) -> None:
-    """Decode the chunks of batches ``first .. stop - 1`` of ``epoch`` (background)."""
-    prefetch(engine, np.concatenate(plan.batch_units(epoch, first, stop)))
+    """Decode the chunks of batches ``first .. stop - 1`` of ``epoch`` (background);
+    their units go to ``units`` first, for the groups that read them (the sampler
+    runs once per batch)."""
+    try:
+        block = plan.batch_units(epoch, first, stop)
+    except BaseException as err:
+        units.set_exception(err)
+        raise
+    units.set_result(block)
+    prefetch(engine, np.concatenate(block))
 
 
 def groups_of_batches(
@@ -118,16 +133,41 @@ def groups_of_batches(
     try:
         pending: dict[int, Future[None]] = {}
         job: Future[None] | None = None
+        # units of the groups after the last readahead's first, and where they start
+        ahead_units: Future[list[Units]] | None = None
+        ahead_first = 0
         for k, first in enumerate(firsts):
-            units = plan.batch_units(epoch, first, min(first + step, indices.stop))
+            stop = min(first + step, indices.stop)
             future = pending.pop(k, None)
+            units = None
+            if future is not None and ahead_units is not None:
+                # computed by the readahead job, unless it ended without them
+                either: list[Future[Any]] = [ahead_units, future]
+                wait(either, return_when=FIRST_COMPLETED)
+                if ahead_units.done():
+                    units = ahead_units.result()[
+                        first - ahead_first : stop - ahead_first
+                    ]
+                else:
+                    future.result()  # the job's error, here
+            if units is None:
+                units = plan.batch_units(epoch, first, stop)
             if future is not None and (future.done() or k % ahead == 0):
                 future.result()  # re-raises a failed read here, never hangs
             if k % ahead == 0 and k + 1 < len(firsts):
                 # the chunks of the next `ahead` groups, requested at once
                 last = min(k + ahead, len(firsts) - 1)
-                stop = min(firsts[last] + step, indices.stop)
-                job = pool.submit(_prefetch, plan, firsts[k + 1], stop, epoch, engine)
+                ahead_first = firsts[k + 1]
+                ahead_units = Future()
+                job = pool.submit(
+                    _prefetch,
+                    plan,
+                    ahead_first,
+                    min(firsts[last] + step, indices.stop),
+                    epoch,
+                    engine,
+                    ahead_units,
+                )
                 pending.update(dict.fromkeys(range(k + 1, last + 1), job))
             yield first, units
         if job is not None:

@@ -16,6 +16,8 @@ import bisect
 import functools
 import itertools
 import math
+import os
+import threading
 from collections.abc import Hashable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -52,6 +54,46 @@ __all__ = [
 
 # gathers of at least this many output bytes are shared among the cores
 _PARALLEL_GATHER_BYTES = 2**20
+
+
+class _InFlight:
+    """How many chunk decodes submitted to the decode pool have not finished: a
+    gather shares its work only with the cores those decodes leave idle."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.count = 0
+
+    def add(self, n: int) -> None:
+        with self._lock:
+            self.count += n
+
+    def done(self, _task: object = None) -> None:
+        with self._lock:
+            self.count -= 1
+
+    def reset(self) -> None:
+        """None in flight (a forked child runs none of its parent's decodes)."""
+        self._lock = threading.Lock()
+        self.count = 0
+
+
+_decoding = _InFlight()
+if hasattr(os, "register_at_fork"):  # a forked child runs none of the parent's decodes
+    os.register_at_fork(after_in_child=_decoding.reset)
+
+
+def gather_helpers(nbytes: int) -> int:
+    """Helper threads that may share a gather of ``nbytes`` of output: none below
+    ``_PARALLEL_GATHER_BYTES``; otherwise one per core that neither the caller nor
+    an unfinished chunk decode keeps busy (decoding the chunks the next batches
+    need comes first; once it is done, every core gathers)."""
+    if nbytes < _PARALLEL_GATHER_BYTES:
+        return 0
+    cores = usable_cores()
+    return max(0, cores - 1 - min(cores, _decoding.count))
+
+
 # units parse_bytes names in its error message (dask also takes "k", "Mi"...)
 _UNITS = ("B", "kB", "MB", "GB", "TB", "KiB", "MiB", "GiB", "TiB")
 
@@ -353,7 +395,7 @@ def _gather_groups(
         run(groups)
         return
     nbytes = sum(g.rows.size for g in groups) * math.prod(lengths) * out.itemsize
-    helpers = usable_cores() - 1 if nbytes >= _PARALLEL_GATHER_BYTES else 0
+    helpers = gather_helpers(nbytes)
     if helpers < 1:
         run(groups)
         return
@@ -503,6 +545,8 @@ def _fetch_claimed(
         if mine and source.submits_chunks and (len(mine) > 1 or not wait):
             for cid in mine:
                 task = source.submit_chunk(cid)
+                _decoding.add(1)
+                task.add_done_callback(_decoding.done)
                 task.add_done_callback(
                     functools.partial(_settle, cache, (source.key, cid))
                 )
