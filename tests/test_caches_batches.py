@@ -48,6 +48,12 @@ def test_hit_identical_to_miss_on_every_backend(
         assert type(hit) is type(fresh[i])
         xr.testing.assert_identical(hit, misses[i])
         xr.testing.assert_identical(hit, fresh[i])
+        # the same order too (assert_identical ignores it; a repr or a loop
+        # over the coordinates does not)
+        assert list(hit.coords) == list(fresh[i].coords)
+        assert list(hit.xindexes) == list(fresh[i].xindexes)
+        if isinstance(hit, xr.Dataset):
+            assert list(hit.data_vars) == list(fresh[i].data_vars)
     after = cache.stats()
     assert after["hits"] - before["hits"] == len(second)
     assert after["misses"] == before["misses"]

@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 from typing import Any
 
 import numpy as np
@@ -128,6 +128,9 @@ def _label(name: Any) -> str:
 
 
 def _dataset_header(ds: xr.Dataset, w: _Writer) -> dict[str, Any]:
+    # the coordinates' and indexes' order, which reset_index below changes
+    order = [w.value(n, "a coord name") for n in ds.coords]
+    index_order = [w.value(n, "a coord name") for n in ds.xindexes]
     stacked: list[Any] = []
     for dim in list(ds.dims):
         index = ds.indexes.get(dim)
@@ -150,6 +153,8 @@ def _dataset_header(ds: xr.Dataset, w: _Writer) -> dict[str, Any]:
         ],
         "attrs": w.value(dict(ds.attrs), "the attrs"),
         "stacked": stacked,
+        "order": order,
+        "index_order": index_order,
     }
 
 
@@ -371,7 +376,24 @@ def _coord_parts(
             _INDEX_MEMO.clear()
         _INDEX_MEMO[key] = (out[name], indexes[name])
     order = [n for n in variables if n in out] + [n for n in out if n not in variables]
+    if "order" in header:  # entries written before it was stored keep the above
+        order = _ordered(out, [_hashable(r.value(n)) for n in header["order"]])
+        indexes = {
+            n: indexes[n]
+            for n in _ordered(
+                indexes, [_hashable(r.value(n)) for n in header["index_order"]]
+            )
+        }
     return {n: out[n] for n in order}, indexes
+
+
+def _ordered(names: Iterable[Hashable], wanted: list[Hashable]) -> list[Hashable]:
+    """``names`` in the order of ``wanted``, any others after them."""
+    have = list(names)
+    known = set(have)
+    first = [n for n in wanted if n in known]
+    chosen = set(first)
+    return first + [n for n in have if n not in chosen]
 
 
 def _build(header: dict[str, Any], r: _Reader, direct: bool) -> Any:
