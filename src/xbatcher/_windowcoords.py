@@ -20,9 +20,8 @@ from .schema import BatchSchema
 
 __all__ = ["WindowCoords"]
 
-# cut coordinates (per coordinate) and windows (whole sets) kept before starting over
+# cut coordinates kept (per coordinate and window start) before starting over
 _CUTS = 8192
-_WINDOWS = 4096
 
 
 class WindowCoords:
@@ -47,7 +46,6 @@ class WindowCoords:
         names: Iterable[Hashable],
     ) -> None:
         self._sliced = set(schema.sliced_dims)
-        self._order = tuple(schema.sliced_dims)
         self._lengths = {w.dim: w.window for w in schema.sliced}
         self._vars = {c: obj.coords[c].variable for c in names}
         self._xindexes = dict(obj.xindexes)
@@ -57,12 +55,9 @@ class WindowCoords:
             for c, var in self._vars.items()
         ]
         self._cuts: dict[tuple[Hashable, tuple[int, ...]], tuple[xr.Variable, Any]] = {}
-        self._windows: dict[
-            tuple[int, ...], tuple[dict[Hashable, xr.Variable], dict[Hashable, Any]]
-        ] = {}
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_cuts": {}, "_windows": {}}
+        return {**self.__dict__, "_cuts": {}}
 
     def cut(
         self, name: Hashable, first_starts: Mapping[Hashable, int]
@@ -97,20 +92,16 @@ class WindowCoords:
         self, first_starts: Mapping[Hashable, int]
     ) -> tuple[dict[Hashable, xr.Variable], dict[Hashable, Any]]:
         """Every coordinate cut to the window, and the indexes among them, as new
-        dicts (cached as a whole by the window's starts)."""
-        key = tuple([first_starts[d] for d in self._order])
-        hit = self._windows.get(key)
-        if hit is None:
-            coords: dict[Hashable, xr.Variable] = {}
-            indexes: dict[Hashable, Any] = {}
-            cuts = self._cuts
-            for name, dims in self._keys:
-                cached = cuts.get((name, tuple([first_starts[d] for d in dims])))
-                cut, index = self.cut(name, first_starts) if cached is None else cached
-                coords[name] = cut
-                if index is not None:
-                    indexes[name] = index
-            if len(self._windows) >= _WINDOWS:
-                self._windows.clear()
-            hit = self._windows[key] = (coords, indexes)
-        return own_variables(hit[0]), dict(hit[1])
+        dicts of new Variables (each coordinate's cut is cached; a batch's
+        coordinates are the user's to change)."""
+        cuts = self._cuts
+        coords: dict[Hashable, xr.Variable] = {}
+        indexes: dict[Hashable, Any] = {}
+        for name, dims in self._keys:
+            hit = cuts.get((name, tuple([first_starts[d] for d in dims])))
+            if hit is None:
+                hit = self.cut(name, first_starts)
+            coords[name] = hit[0]
+            if hit[1] is not None:
+                indexes[name] = hit[1]
+        return own_variables(coords), indexes
