@@ -47,10 +47,29 @@ def _coords_grid(n: int) -> tuple[np.ndarray, np.ndarray]:
     return lat, lon
 
 
-def make_data(data_dir: str) -> None:
-    """Write every array the benchmarks need into ``data_dir`` (once)."""
+def write_w2_zarr(values: np.ndarray, path: str) -> None:
+    """``values`` (time, 256, 256) as the W2 Zarr store: variable ``v`` with W2's
+    coordinates, chunks ``ZARR_CHUNKS``, zstd level 3, no ``_FillValue``."""
     import xarray as xr
     import zarr
+
+    warnings.filterwarnings("ignore", message=".*Consolidated metadata.*")
+    xr.Dataset({"v": w2_dataarray(values)}).to_zarr(
+        path,
+        mode="w",
+        encoding={
+            "v": {
+                "chunks": ZARR_CHUNKS,
+                "compressors": (zarr.codecs.ZstdCodec(level=3),),
+                "_FillValue": None,  # no NaN masking pass on read
+            }
+        },
+        consolidated=True,
+    )
+
+
+def make_data(data_dir: str) -> None:
+    """Write every array the benchmarks need into ``data_dir`` (once)."""
 
     os.makedirs(data_dir, exist_ok=True)
     rng = np.random.default_rng(SEED)
@@ -62,20 +81,7 @@ def make_data(data_dir: str) -> None:
             os.path.join(data_dir, f"w3_{name}.npy"),
             rng.random(W3_SHAPE, dtype=np.float32),
         )
-    ds = xr.Dataset({"v": w2_dataarray(w2)})
-    warnings.filterwarnings("ignore", message=".*Consolidated metadata.*")
-    ds.to_zarr(
-        os.path.join(data_dir, "w2.zarr"),
-        mode="w",
-        encoding={
-            "v": {
-                "chunks": ZARR_CHUNKS,
-                "compressors": (zarr.codecs.ZstdCodec(level=3),),
-                "_FillValue": None,  # no NaN masking pass on read
-            }
-        },
-        consolidated=True,
-    )
+    write_w2_zarr(w2, os.path.join(data_dir, "w2.zarr"))
     with open(os.path.join(data_dir, "READY"), "w") as f:
         json.dump({"version": DATA_VERSION, "seed": SEED}, f)
 

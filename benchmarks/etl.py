@@ -41,24 +41,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def make_store(path: str, steps: int) -> None:
-    import xarray as xr
-    import zarr
-
     rng = np.random.default_rng(C.SEED)
-    arr = rng.random((steps, *C.W2_SHAPE[1:]), dtype=np.float32)
-    warnings.filterwarnings("ignore", message=".*Consolidated metadata.*")
-    xr.Dataset({"v": C.w2_dataarray(arr)}).to_zarr(
-        path,
-        mode="w",
-        encoding={
-            "v": {
-                "chunks": C.ZARR_CHUNKS,
-                "compressors": (zarr.codecs.ZstdCodec(level=3),),
-                "_FillValue": None,
-            }
-        },
-        consolidated=True,
-    )
+    C.write_w2_zarr(rng.random((steps, *C.W2_SHAPE[1:]), dtype=np.float32), path)
 
 
 SHUFFLE: Any = True

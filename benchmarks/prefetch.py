@@ -28,7 +28,6 @@ import os
 import statistics
 import sys
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -49,25 +48,9 @@ def w2_store(results: str) -> str:
     path = os.path.join(results, "prefetch-data", "w2.zarr")
     if os.path.exists(os.path.join(path, "zarr.json")):
         return path
-    import xarray as xr
-    import zarr
-
     rng = np.random.default_rng(C.SEED)
     rng.random(C.W1_SHAPE, dtype=np.float32)  # the same draws as run.py's data
-    w2 = rng.random(C.W2_SHAPE, dtype=np.float32)
-    warnings.filterwarnings("ignore", message=".*Consolidated metadata.*")
-    xr.Dataset({"v": C.w2_dataarray(w2)}).to_zarr(
-        path,
-        mode="w",
-        encoding={
-            "v": {
-                "chunks": C.ZARR_CHUNKS,
-                "compressors": (zarr.codecs.ZstdCodec(level=3),),
-                "_FillValue": None,
-            }
-        },
-        consolidated=True,
-    )
+    C.write_w2_zarr(rng.random(C.W2_SHAPE, dtype=np.float32), path)
     return path
 
 
