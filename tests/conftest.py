@@ -530,3 +530,13 @@ class ChunkCounter:
 
     def all_chunks(self) -> set[tuple[int, ...]]:
         return self.needed({})
+
+
+def assert_batches_equal(got: list[Any], want: list[Any]) -> None:
+    """Two lists of ``{name: array}`` batches hold the same keys, values and dtypes."""
+    assert len(got) == len(want)
+    for g, w in zip(got, want, strict=True):
+        assert g.keys() == w.keys()
+        for k in w:
+            np.testing.assert_array_equal(g[k], w[k])
+            assert g[k].dtype == w[k].dtype

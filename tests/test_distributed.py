@@ -14,6 +14,7 @@ import pytest
 import xarray as xr
 
 import xbatcher as xb
+from conftest import assert_batches_equal
 from xbatcher.distributed import DaskBatches, get_client
 from xbatcher.errors import InputTypeError, SchemaError
 
@@ -32,15 +33,6 @@ def make_bgen(**kw: Any) -> xb.BatchGenerator:
         }
     ).chunk(time=5)
     return xb.BatchGenerator(ds, {"x": 6}, batch_size=7, **kw)
-
-
-def assert_batches_equal(got: list[Any], want: list[Any]) -> None:
-    assert len(got) == len(want)
-    for g, w in zip(got, want, strict=True):
-        assert g.keys() == w.keys()
-        for k in w:
-            np.testing.assert_array_equal(g[k], w[k])
-            assert g[k].dtype == w[k].dtype
 
 
 class Slow:

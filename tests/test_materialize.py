@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import xbatcher as xb
+from conftest import assert_batches_equal
 from xbatcher.errors import SchemaError, StateError
 from xbatcher.transforms import Cast, Compose, FillNaN
 
@@ -48,15 +49,6 @@ def store_files(path: Path) -> dict[str, bytes]:
     }
 
 
-def assert_same_batches(got: list[Any], want: list[Any]) -> None:
-    assert len(got) == len(want)
-    for g, w in zip(got, want, strict=True):
-        assert g.keys() == w.keys()
-        for k in w:
-            np.testing.assert_array_equal(g[k], w[k])
-            assert g[k].dtype == w[k].dtype
-
-
 class Slow:
     def __call__(self, batch: Any) -> Any:
         time.sleep(0.3)
@@ -71,7 +63,7 @@ def test_store_holds_the_generators_batches_in_order(tmp_path: Path, bpc: int) -
         bgen, str(tmp_path / "m.zarr"), batches_per_chunk=bpc, progress=False
     )
     assert len(store) == len(want) == 14  # 69 samples, the last batch of 4
-    assert_same_batches(list(store), want)
+    assert_batches_equal(list(store), want)
     ds = store.dataset()
     assert ds["a"].chunks[0][0] == 5 * bpc
     np.testing.assert_array_equal(
@@ -87,7 +79,7 @@ def test_transform_and_epoch(tmp_path: Path) -> None:
     )
     ref = make_bgen()
     ref.set_epoch(3)
-    assert_same_batches(list(store), [t(b) for b in ref.arrays])
+    assert_batches_equal(list(store), [t(b) for b in ref.arrays])
     assert store.dataset()["b"].dtype == np.float32
 
 
@@ -140,7 +132,7 @@ def test_a_store_of_another_run_is_refused(tmp_path: Path) -> None:
     with pytest.raises(StateError, match="holds a materialisation of another run"):
         xb.materialize(make_bgen(seed=8), url, progress=False)
     xb.materialize(make_bgen(seed=8), url, progress=False, overwrite=True)
-    assert_same_batches(
+    assert_batches_equal(
         list(xb.open_materialized(url, shuffle=False)), list(make_bgen(seed=8).arrays)
     )
 
@@ -255,7 +247,7 @@ def test_on_s3(s3_endpoint: dict[str, Any]) -> None:
         batches_per_chunk=3,
         progress=False,
     )
-    assert_same_batches(list(store), list(make_bgen().arrays))
+    assert_batches_equal(list(store), list(make_bgen().arrays))
     again = xb.open_materialized(url, seed=1, storage_options=s3_endpoint)
     rows = np.concatenate([b["a"] for b in store])
     got = np.concatenate([b["a"] for b in again])

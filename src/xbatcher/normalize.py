@@ -246,14 +246,19 @@ class Normalizer:
         return list(self.variables)
 
     # ------------------------------------------------------------------ applying
-    def _scale(self, name: str, like: Any, dims: Sequence[Hashable]) -> tuple[Any, Any]:
-        """(offset, scale) of ``name`` shaped to broadcast over an array with ``dims``."""
+    def _offset_spread(self, name: str) -> tuple[Any, Any]:
+        """(offset, spread) of ``name`` as stored; a zero or non-finite spread is 1."""
         s = self.stats[name]
         if self.method == "standard":
             offset, spread = s.mean, s.std
         else:
             offset, spread = s.min, s.max - s.min
-        spread = np.where(np.isfinite(spread) & (spread > 0), spread, 1.0)
+        return offset, np.where(np.isfinite(spread) & (spread > 0), spread, 1.0)
+
+    def _scale(self, name: str, like: Any, dims: Sequence[Hashable]) -> tuple[Any, Any]:
+        """(offset, scale) of ``name`` shaped to broadcast over an array with ``dims``."""
+        s = self.stats[name]
+        offset, spread = self._offset_spread(name)
         if not s.dims:
             return offset, spread
         axes = []
@@ -317,11 +322,7 @@ class Normalizer:
     def _apply_xarray(self, batch: xr.Dataset | xr.DataArray, inverse: bool) -> Any:
         def one(name: str, v: xr.DataArray) -> xr.DataArray:
             s = self.stats[name]
-            if self.method == "standard":
-                offset, spread = s.mean, s.std
-            else:
-                offset, spread = s.min, s.max - s.min
-            spread = np.where(np.isfinite(spread) & (spread > 0), spread, 1.0)
+            offset, spread = self._offset_spread(name)
             # a windowed dim is named "<dim>_input" in a sample batch
             dims = [
                 d if d in v.dims or f"{d}_input" not in v.dims else f"{d}_input"
