@@ -316,3 +316,28 @@ def test_a_failed_build_releases_its_lease(tmp_path: Path) -> None:
         bgen[0], xb.BatchGenerator(make_dataset(), {"lat": 5})[0]
     )
     assert cache.lease(key, 30.0)  # released after the save too
+
+
+@pytest.mark.parametrize("case", ["window", "stacked", "sample"])
+def test_entries_written_before_the_stored_order_still_decode(case: str) -> None:
+    """An entry whose header lacks ``order``/``index_order`` (written before they
+    were stored) decodes to the same batch, in the order it always had."""
+    import json
+    import struct
+
+    from xbatcher.caches import _codec
+
+    batch = xb.BatchGenerator(make_dataset(), **CASES[case])[1]
+    entry = _codec.encode(batch)
+    start = len(_codec._MAGIC) + _codec._DIGEST
+    body = entry[start:]
+    (size,) = struct.unpack("<I", body[:4])
+    header = json.loads(body[4 : 4 + size])
+    assert "order" in header and "index_order" in header
+    del header["order"], header["index_order"]
+    text = json.dumps(header, separators=(",", ":")).encode()
+    old_body = struct.pack("<I", len(text)) + text + body[4 + size :]
+    old = _codec._MAGIC + _codec._digest(old_body) + old_body
+    decoded = _codec.decode(old)
+    xr.testing.assert_identical(decoded, batch)
+    assert set(decoded.coords) == set(batch.coords)

@@ -375,15 +375,13 @@ def _coord_parts(
         if len(_INDEX_MEMO) >= _INDEX_MEMO_SIZE:
             _INDEX_MEMO.clear()
         _INDEX_MEMO[key] = (out[name], indexes[name])
-    order = [n for n in variables if n in out] + [n for n in out if n not in variables]
-    if "order" in header:  # entries written before it was stored keep the above
+    if "order" in header:
         order = _ordered(out, [_hashable(r.value(n)) for n in header["order"]])
-        indexes = {
-            n: indexes[n]
-            for n in _ordered(
-                indexes, [_hashable(r.value(n)) for n in header["index_order"]]
-            )
-        }
+        wanted = [_hashable(r.value(n)) for n in header["index_order"]]
+        indexes = {n: indexes[n] for n in _ordered(indexes, wanted)}
+    else:  # an entry written before the order was stored
+        order = [n for n in variables if n in out]
+        order += [n for n in out if n not in variables]
     return {n: out[n] for n in order}, indexes
 
 
