@@ -1,0 +1,98 @@
+"""Fixed per-epoch costs of S1: generator construction for both Zarr openings, the
+whole-epoch shuffle ``plan.batch_units(epoch, 0, len(bgen))`` and the permutation
+under it. Medians of ``--repeats`` runs, in ms.
+
+``python benchmarks/epochcost.py --baseline /work/main/src`` also runs the same
+measurements against another checkout's ``src`` (in a child process) and prints the
+ratio ours/baseline. Needs the benchmark data (``benchmarks/run.py`` writes it;
+``--data`` points at it). Runs in about ten seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import _common as C
+
+
+def median_ms(fn: Callable[[], Any], repeats: int) -> float:
+    """Median wall time of ``fn()`` in ms over ``repeats`` runs (after one warm-up)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3
+
+
+def measure(data: str, repeats: int) -> dict[str, float]:
+    """Each fixed cost's median (ms), by name."""
+    import numpy as np
+
+    import xbatcher as xb
+    from xbatcher.sampling import permute
+
+    kw: dict[str, Any] = {**C.S1_KWARGS, "shuffle": True, "seed": 0}
+    out: dict[str, float] = {}
+    for kind in ("w2_zarr_lazy", "w2_zarr_dask"):
+        src = C.open_source(kind, data)
+        out[f"construct {kind}"] = median_ms(
+            lambda src=src: xb.BatchGenerator(src, **kw), repeats
+        )
+    bgen = xb.BatchGenerator(C.open_source("w2_zarr_lazy", data), **kw)
+    n = bgen.plan.n_units
+    epoch = [0]
+
+    def whole_epoch() -> None:
+        epoch[0] += 1  # a new epoch each time: nothing kept from the last call
+        bgen.plan.batch_units(epoch[0], 0, len(bgen))
+
+    out[f"batch_units whole epoch ({n} units)"] = median_ms(whole_epoch, repeats)
+    positions = np.arange(n)
+    out[f"permute {n} positions"] = median_ms(
+        lambda: permute(n, 12345, positions), repeats
+    )
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "--data", default=os.path.join(os.path.dirname(__file__), ".results", "data")
+    )
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--baseline", help="another checkout's src directory")
+    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    ours = measure(args.data, args.repeats)
+    if args.json:
+        print(json.dumps(ours))
+        return
+    base: dict[str, float] = {}
+    if args.baseline:
+        env = {**os.environ, "PYTHONPATH": args.baseline}
+        cmd = [sys.executable, __file__, "--json", "--data", args.data]
+        cmd += ["--repeats", str(args.repeats)]
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+        base = json.loads(done.stdout.strip().splitlines()[-1])
+    print(f"{'median of ' + str(args.repeats):44s} {'ours':>9s} {'baseline':>9s} ratio")
+    for name, ms in ours.items():
+        if name in base:
+            print(f"{name:44s} {ms:7.3f}ms {base[name]:7.3f}ms {ms / base[name]:5.2f}")
+        else:
+            print(f"{name:44s} {ms:7.3f}ms")
+
+
+if __name__ == "__main__":
+    main()
