@@ -3,9 +3,12 @@ whole-epoch shuffle ``plan.batch_units(epoch, 0, len(bgen))`` and the permutatio
 under it. Medians of ``--repeats`` runs, in ms.
 
 ``python benchmarks/epochcost.py --baseline /work/main/src`` also runs the same
-measurements against another checkout's ``src`` (in a child process) and prints the
-ratio ours/baseline. Needs the benchmark data (``benchmarks/run.py`` writes it;
-``--data`` points at it). Runs in about ten seconds.
+measurements against another checkout's ``src`` and prints the ratio ours/baseline.
+Each side runs in its own child process, alternately, ``--rounds`` times; the table
+shows the median over the rounds of each round's median (wall time; on a busy machine
+the rounds differ by up to 2x, so compare the two columns of one run only). Needs the
+benchmark data (``benchmarks/run.py`` writes it; ``--data`` points at it). Runs in
+about ten seconds a round.
 """
 
 from __future__ import annotations
@@ -66,27 +69,44 @@ def measure(data: str, repeats: int) -> dict[str, float]:
     return out
 
 
+def _child(src: str | None, args: argparse.Namespace) -> dict[str, float]:
+    """``measure`` in a child process whose ``xbatcher`` is the one under ``src``."""
+    env = dict(os.environ)
+    if src is not None:
+        env["PYTHONPATH"] = src
+    cmd = [sys.executable, __file__, "--json", "--data", args.data]
+    cmd += ["--repeats", str(args.repeats)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
         "--data", default=os.path.join(os.path.dirname(__file__), ".results", "data")
     )
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--baseline", help="another checkout's src directory")
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    ours = measure(args.data, args.repeats)
     if args.json:
-        print(json.dumps(ours))
+        print(json.dumps(measure(args.data, args.repeats)))
         return
-    base: dict[str, float] = {}
-    if args.baseline:
-        env = {**os.environ, "PYTHONPATH": args.baseline}
-        cmd = [sys.executable, __file__, "--json", "--data", args.data]
-        cmd += ["--repeats", str(args.repeats)]
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
-        base = json.loads(done.stdout.strip().splitlines()[-1])
-    print(f"{'median of ' + str(args.repeats):44s} {'ours':>9s} {'baseline':>9s} ratio")
+    runs: dict[str, list[dict[str, float]]] = {"ours": [], "baseline": []}
+    for _ in range(args.rounds):
+        runs["ours"].append(_child(os.environ.get("PYTHONPATH"), args))
+        if args.baseline:
+            runs["baseline"].append(_child(args.baseline, args))
+    med = {
+        side: {k: statistics.median(r[k] for r in rs) for k in rs[0]}
+        for side, rs in runs.items()
+        if rs
+    }
+    ours, base = med["ours"], med.get("baseline", {})
+    head = f"median of {args.rounds} x {args.repeats}"
+    print(f"{head:44s} {'ours':>9s} {'baseline':>9s} ratio")
     for name, ms in ours.items():
         if name in base:
             print(f"{name:44s} {ms:7.3f}ms {base[name]:7.3f}ms {ms / base[name]:5.2f}")
