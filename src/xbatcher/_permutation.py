@@ -386,16 +386,19 @@ _DOMAIN_MAX = 1 << 20  # largest domain evaluated whole (an 8 MiB table)
 _DOMAIN_BLOCK = 1 << 13
 
 
-def _round_table(half: int, rkey: int) -> NDArray[np.int64]:
-    """The round function of :func:`_feistel` at every right half ``0 .. 2**half-1``."""
-    t = np.arange(1 << half, dtype=np.uint64)
-    t ^= np.uint64(rkey)
+def _round_tables(half: int, rkeys: list[int]) -> list[NDArray[np.int64]]:
+    """The round function of :func:`_feistel` at every right half ``0 .. 2**half-1``,
+    one table per round key (all rounds in one pass: rows of one array)."""
+    t = (
+        np.arange(1 << half, dtype=np.uint64)
+        ^ np.array(rkeys, dtype=np.uint64)[:, None]
+    )
     t ^= t >> _U30
     t *= _U_MUL1
     t ^= t >> _U27
     t *= _U_MUL2
     t >>= np.uint64(64 - half)
-    return t.astype(np.int64)
+    return list(t.astype(np.int64))
 
 
 def _feistel_tabled(
@@ -442,7 +445,7 @@ def _permute_tabled(
     walked = flat.size * (domain / n)  # network evaluations expected by walking
     if half > _TABLE_HALF or (1 << half) * 2 > walked:
         return None
-    tables = [_round_table(half, k) for k in rkeys]
+    tables = _round_tables(half, rkeys)
 
     def network(x: NDArray[np.int64]) -> NDArray[np.int64]:
         return _feistel_tabled(x, half, tables)
