@@ -1,6 +1,6 @@
 """Fixed per-epoch costs of S1: generator construction for both Zarr openings, the
-whole-epoch shuffle ``plan.batch_units(epoch, 0, len(bgen))`` and the permutation
-under it. Medians of ``--repeats`` runs, in ms.
+whole-epoch order ``plan.batch_units(epoch, 0, len(bgen))`` of the full and the
+chunk-aware shuffle, and the permutation under the full one. Medians of ``--repeats`` runs, in ms.
 
 ``python benchmarks/epochcost.py --baseline /work/main/src`` also runs the same
 measurements against another checkout's ``src`` and prints the ratio ours/baseline.
@@ -62,6 +62,17 @@ def measure(data: str, repeats: int) -> dict[str, float]:
         bgen.plan.batch_units(epoch[0], 0, len(bgen))
 
     out[f"batch_units whole epoch ({n} units)"] = median_ms(whole_epoch, repeats)
+    chunks = xb.BatchGenerator(
+        C.open_source("w2_zarr_lazy", data), **{**kw, "shuffle": "chunks"}
+    )
+
+    def whole_chunk_aware_epoch() -> None:
+        epoch[0] += 1
+        chunks.plan.batch_units(epoch[0], 0, len(chunks))
+
+    out["batch_units whole epoch, shuffle='chunks'"] = median_ms(
+        whole_chunk_aware_epoch, repeats
+    )
     positions = np.arange(n)
     out[f"permute {n} positions"] = median_ms(
         lambda: permute(n, 12345, positions), repeats

@@ -17,9 +17,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
 
+import xbatcher._blocks as B
 import xbatcher._permutation as P
+from xbatcher._blocks import BlockPlan, UnitGroups, block_plan
 from xbatcher.errors import InputTypeError, SchemaError
-from xbatcher.sampling import ShuffleSampler, derive_key, permute
+from xbatcher.sampling import BlockShuffleSampler, ShuffleSampler, derive_key, permute
 
 # ---------------------------------------------------------------------------------
 # The reference: the permutation as it was, copied (do not edit)
@@ -154,6 +156,33 @@ def reference_permute(n: int, key: int, positions: Any) -> NDArray[np.int64]:
         flat, np.array([n], dtype=np.uint64), np.array([half], dtype=np.uint64), rkeys
     )
     return out.astype(np.int64).reshape(pos.shape)
+
+
+def reference_block_units(
+    plan: BlockPlan, groups: UnitGroups, pos: NDArray[np.int64]
+) -> NDArray[np.int64]:
+    """The values of the old ``_blocks.block_units`` (all pools' positions in one
+    per-element evaluation a round count)."""
+    flat = pos.reshape(-1)
+    pool = np.searchsorted(plan.pool_offsets, flat, side="right") - 1
+    start = plan.pool_offsets[pool]
+    size = plan.pool_offsets[pool + 1] - start
+    local = (flat - start).astype(np.uint64)
+    rounds = plan.pool_rounds[pool]
+    for r in np.unique(rounds).tolist():
+        sel = np.flatnonzero(rounds == r)
+        pools = pool[sel]
+        local[sel] = _permute_core(
+            local[sel],
+            size[sel].astype(np.uint64),
+            plan.pool_half[pools],
+            [rk[pools] for rk in plan.pool_rkeys[:r]],
+        )
+    seq = start + local.astype(np.int64)
+    k = np.searchsorted(plan.seq_offsets, seq, side="right") - 1
+    g = plan.group_perm[k]
+    unit = groups.order[groups.offsets[g] + (seq - plan.seq_offsets[k])]
+    return unit.reshape(pos.shape)
 
 
 # ---------------------------------------------------------------------------------
@@ -296,3 +325,68 @@ def test_permute_errors_are_unchanged() -> None:
         permute(3, 1, [-1])
     with pytest.raises(InputTypeError, match="integer array"):
         permute(3, 1, [0.5])
+
+
+# ---------------------------------------------------------------------------------
+# The chunk-aware shuffle: large pools permuted one by one
+# ---------------------------------------------------------------------------------
+
+
+@st.composite
+def grouped_epochs(draw: st.DrawFn) -> tuple[UnitGroups, int]:
+    """Groups (chunks) of 1 .. 3000 units, some pools large enough to be permuted on
+    their own, and a pool size in groups."""
+    sizes = draw(st.lists(st.integers(1, 3000), min_size=1, max_size=12))
+    labels = np.repeat(np.arange(len(sizes)), sizes)
+    seed = draw(st.integers(0, 2**32 - 1))
+    np.random.default_rng(seed).shuffle(labels)
+    return UnitGroups.from_labels(labels), draw(st.integers(1, 5))
+
+
+@given(
+    grouped=grouped_epochs(),
+    seed=st.integers(0, 2**64 - 1),
+    epoch=st.integers(0, 10**6),
+    data=st.data(),
+)
+@settings(max_examples=80, deadline=None)
+def test_block_shuffle_matches_the_reference(
+    grouped: tuple[UnitGroups, int], seed: int, epoch: int, data: st.DataObject
+) -> None:
+    groups, resident = grouped
+    n = groups.n_units
+    pos = data.draw(position_sets(n))
+    plan = block_plan(seed, epoch, groups, resident)
+    want = reference_block_units(plan, groups, pos)
+    got = BlockShuffleSampler(seed=seed, resident_groups=resident).units(
+        n, epoch, pos, groups
+    )
+    assert got.dtype == np.int64 and got.shape == want.shape
+    np.testing.assert_array_equal(got, want)
+
+
+def test_block_shuffle_permutes_large_pools_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A whole epoch's large pools each take the tabled route (one network
+    evaluation over the pool's domain); a pool with few positions asked for stays in
+    the vectorised evaluation. Values as the reference's."""
+    labels = np.repeat(np.arange(5), [3000, 2500, 40, 2000, 7])
+    groups = UnitGroups.from_labels(labels)
+    sizes: list[int] = []
+    tabled = B._permute_tabled
+
+    def spy(local: Any, size: int, *rest: Any) -> Any:
+        sizes.append(size)
+        return tabled(local, size, *rest)
+
+    monkeypatch.setattr(B, "_permute_tabled", spy)
+    s = BlockShuffleSampler(seed=4, resident_groups=1)
+    pos = np.arange(groups.n_units)
+    got = s.units(groups.n_units, 3, pos, groups)
+    want = reference_block_units(block_plan(4, 3, groups, 1), groups, pos)
+    np.testing.assert_array_equal(got, want)
+    assert sorted(sizes) == [2000, 2500, 3000]
+    sizes.clear()
+    s.units(groups.n_units, 3, pos[:500], groups)  # a part of one pool: vectorised
+    assert sizes == []
