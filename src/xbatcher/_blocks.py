@@ -227,7 +227,9 @@ def block_units(
     seq = start + local
     k = np.searchsorted(plan.seq_offsets, seq, side="right") - 1
     g = plan.group_perm[k]
-    unit = groups.order[groups.offsets[g] + (seq - plan.seq_offsets[k])]
+    unit: NDArray[np.int64] = groups.order[
+        groups.offsets[g] + (seq - plan.seq_offsets[k])
+    ]
     return unit.reshape(pos.shape)
 
 
