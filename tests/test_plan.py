@@ -134,3 +134,58 @@ def test_chunk_grid_labels_units_by_the_chunk_of_their_first_window():
     assert grid.labels(bgen.schema).tolist() == expected
     in_memory = xb.BatchGenerator(da.compute(), {"x": 3}, batch_size=2)
     assert in_memory.plan.grid is None
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(0, 200),
+    batch_size=st.integers(1, 9),
+    drop_last=st.booleans(),
+    shuffle=st.booleans(),
+    data=st.data(),
+)
+def test_batch_units_are_the_epochs_units_split_into_batches(
+    n, batch_size, drop_last, shuffle, data
+):
+    """Batches ``first .. stop - 1`` are the units of their positions, cut every
+    ``batch_size`` (the last one shorter; one empty batch for an empty range), as
+    ``np.split`` cut them, and views of one array as they were."""
+    da = xr.DataArray(np.zeros(n + 1), dims="x")
+    bgen = xb.BatchGenerator(
+        da,
+        {"x": 1},
+        batch_size=batch_size,
+        drop_last=drop_last,
+        shuffle=shuffle,
+        seed=0 if shuffle else None,
+    )
+    plan = bgen.plan
+    nb = plan.num_batches()
+    first = data.draw(st.integers(0, nb))
+    stop = data.draw(st.integers(first, nb))
+    lo, hi = first * batch_size, min(stop * batch_size, plan.epoch_length())
+    units = plan.units(5, np.arange(lo, hi, dtype=np.int64))
+    want = np.split(units, np.arange(batch_size, hi - lo, batch_size))
+    got = plan.batch_units(5, first, stop)
+    assert len(got) == len(want)
+    for g, w in zip(got, want, strict=True):
+        assert g.dtype == w.dtype and g.shape == w.shape
+        np.testing.assert_array_equal(g, w)
+    if len(got) > 1:  # views of one array: a batch written to is seen by no other
+        assert np.shares_memory(got[0], got[-1]) is False
+        assert got[0].base is not None
+
+
+def test_batch_units_does_not_split_batch_by_batch(monkeypatch):
+    """A whole epoch's units are cut into batches as rows of one reshape: np.split
+    costs about 1 us a batch (0.7 ms of S1's 730-batch epoch)."""
+    bgen = xb.BatchGenerator(
+        xr.DataArray(np.zeros(1000), dims="x"), {"x": 1}, batch_size=7, shuffle=True
+    )
+    calls = []
+    monkeypatch.setattr(np, "split", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr(np, "array_split", lambda *a, **k: calls.append(a))
+    batches = bgen.plan.batch_units(0, 0, len(bgen))
+    assert calls == []
+    assert [b.size for b in batches] == [7] * 142 + [6]
+    assert sorted(np.concatenate(batches).tolist()) == list(range(1000))

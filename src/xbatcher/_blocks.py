@@ -17,6 +17,7 @@ from numpy.typing import ArrayLike, NDArray
 from xbatcher._permutation import (
     _MAX_ROUNDS,
     _permute_core,
+    _permute_tabled,
     _rounds,
     _step,
     derive_key,
@@ -27,6 +28,10 @@ from xbatcher.errors import InputTypeError, SchemaError
 __all__ = ["BlockPlan", "UnitGroups", "block_plan", "block_units"]
 
 _STREAM_POOL = 1  # key stream of BlockShuffleSampler pools
+# positions of one pool asked for at once from which the pool is permuted on its own,
+# with tabled rounds (see _permutation._permute_tabled); fewer go into the one
+# vectorised evaluation of all pools' positions
+_POOL_ALONE = 1024
 
 # ---------------------------------------------------------------------------------
 # Groups of units (storage chunks)
@@ -204,21 +209,53 @@ def block_units(
     pool = np.searchsorted(plan.pool_offsets, flat, side="right") - 1
     start = plan.pool_offsets[pool]
     size = plan.pool_offsets[pool + 1] - start
-    # Within pool p the order is permute(size_p, derive_key(seed, e, 1, p), .),
-    # evaluated for all positions at once (one call per distinct round count).
-    local = (flat - start).astype(np.uint64)
-    rounds = plan.pool_rounds[pool]
+    # Within pool p the order is permute(size_p, derive_key(seed, e, 1, p), .):
+    # pools with many positions here one by one, the others all at once (one call
+    # per distinct round count).
+    local = flat - start
+    rest = _permute_large_pools(plan, pool, local)
+    rounds = plan.pool_rounds[pool[rest]]
     for r in np.unique(rounds).tolist():
-        sel = np.flatnonzero(rounds == r)
+        sel = rest[rounds == r]
         pools = pool[sel]
         local[sel] = _permute_core(
-            local[sel],
+            local[sel].astype(np.uint64),
             size[sel].astype(np.uint64),
             plan.pool_half[pools],
             [rk[pools] for rk in plan.pool_rkeys[:r]],
-        )
-    seq = start + local.astype(np.int64)
+        ).astype(np.int64)
+    seq = start + local
     k = np.searchsorted(plan.seq_offsets, seq, side="right") - 1
     g = plan.group_perm[k]
-    unit = groups.order[groups.offsets[g] + (seq - plan.seq_offsets[k])]
+    unit: NDArray[np.int64] = groups.order[
+        groups.offsets[g] + (seq - plan.seq_offsets[k])
+    ]
     return unit.reshape(pos.shape)
+
+
+def _permute_large_pools(
+    plan: BlockPlan, pool: NDArray[np.int64], local: NDArray[np.int64]
+) -> NDArray[np.intp]:
+    """Permute in place the ``local`` positions of each pool that has at least
+    ``_POOL_ALONE`` of them, as ``permute`` would (tabled rounds; a whole pool's
+    network evaluated once); return the indices of the positions left to do."""
+    everything = np.arange(pool.size)
+    if pool.size < _POOL_ALONE:
+        return everything
+    ids, counts = np.unique(pool, return_counts=True)
+    large = ids[counts >= _POOL_ALONE]
+    if large.size == 0:
+        return everything
+    order = np.argsort(pool, kind="stable")  # linear for sorted pools (an epoch)
+    bounds = np.searchsorted(pool[order], np.stack([large, large + 1]))
+    done = np.zeros(pool.size, dtype=bool)
+    for p, lo, hi in zip(large.tolist(), *bounds.tolist(), strict=True):
+        sel = order[lo:hi]
+        half = int(plan.pool_half[p])
+        rkeys = [int(k[p]) for k in plan.pool_rkeys[: int(plan.pool_rounds[p])]]
+        size = int(plan.pool_offsets[p + 1] - plan.pool_offsets[p])
+        out = _permute_tabled(local[sel], size, half, rkeys)
+        if out is not None:
+            local[sel] = out
+            done[sel] = True
+    return everything[~done]

@@ -7,6 +7,7 @@ Private: :mod:`xbatcher.sampling` re-exports the public names (:func:`permute`,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -300,8 +301,10 @@ def permute(n: int, key: int, positions: ArrayLike) -> NDArray[np.int64]:
 
     A balanced Feistel network (4 rounds of a splitmix64 round function, round keys
     derived from ``key``) on the smallest even-bit-width domain ``2**(2h) >= n``, with
-    cycle-walking to land back in ``[0, n)``. Nothing of size ``n`` is built: the cost
-    is proportional to ``len(positions)`` only.
+    cycle-walking to land back in ``[0, n)``. The cost is proportional to
+    ``len(positions)`` only: nothing of size ``n`` is built, except when most of
+    ``[0, n)`` is asked for (a whole epoch), where the network is evaluated once over
+    its whole domain (at most ``4 * n`` and ``2**20`` values).
 
     Parameters
     ----------
@@ -342,18 +345,130 @@ def permute(n: int, key: int, positions: ArrayLike) -> NDArray[np.int64]:
     )
     pos = _as_positions(positions)
     _check_range(pos, n)
-    flat = pos.reshape(-1).astype(np.uint64)
+    return _permute_checked(n, key, pos)
+
+
+def _permute_checked(n: int, key: int, pos: NDArray[np.int64]) -> NDArray[np.int64]:
+    """:func:`permute` of checked arguments (``pos`` int64 in ``[0, n)``); a new array."""
+    flat = pos.reshape(-1)
     if flat.size == 0:
         return pos.astype(np.int64)
     half = _half_bits(n)
-    rkeys = [np.array([k], dtype=np.uint64) for k in _round_keys(key, _rounds(half))]
-    out = _permute_core(
-        flat,
-        np.array([n], dtype=np.uint64),
-        np.array([half], dtype=np.uint64),
-        rkeys,
+    rkeys = _round_keys(key, _rounds(half))
+    out = _permute_tabled(flat, n, half, rkeys)
+    if out is None:
+        out = _permute_core(
+            flat.astype(np.uint64),
+            np.array([n], dtype=np.uint64),
+            np.array([half], dtype=np.uint64),
+            [np.array([k], dtype=np.uint64) for k in rkeys],
+        ).astype(np.int64)
+    return out.reshape(pos.shape)
+
+
+# ---------------------------------------------------------------------------------
+# The same permutation with tabled round functions (one key, one n for all positions)
+#
+# A round's function depends only on the right half, ``half`` bits: up to
+# ``_TABLE_HALF`` bits its value at each of the ``2**half`` right halves is computed
+# once, and a round becomes one lookup and one xor instead of nine operations. The
+# values are those of :func:`_feistel`, bit for bit (the tests compare the two).
+# When most of ``[0, n)`` is asked for (a whole epoch) and the domain is small, the
+# network is evaluated once over the whole domain, and the cycle walks follow that
+# table: the walks evaluate about as many domain values anyway, in many small passes.
+# ---------------------------------------------------------------------------------
+
+_TABLE_HALF = 16  # widest half tabled (a table of 2**16 int64 a round: 512 KiB)
+_DOMAIN_MAX = 1 << 20  # largest domain evaluated whole (an 8 MiB table)
+# values per evaluation of the whole domain: its temporaries stay in the CPU cache and
+# under glibc's default mmap threshold (128 KiB; larger ones are mapped and unmapped
+# at each call, and their pages faulted in again: twice the time in a fresh process)
+_DOMAIN_BLOCK = 1 << 13
+
+
+def _round_tables(half: int, rkeys: list[int]) -> list[NDArray[np.int64]]:
+    """The round function of :func:`_feistel` at every right half ``0 .. 2**half-1``,
+    one table per round key (all rounds in one pass: rows of one array)."""
+    t = (
+        np.arange(1 << half, dtype=np.uint64)
+        ^ np.array(rkeys, dtype=np.uint64)[:, None]
     )
-    return out.astype(np.int64).reshape(pos.shape)
+    t ^= t >> _U30
+    t *= _U_MUL1
+    t ^= t >> _U27
+    t *= _U_MUL2
+    t >>= np.uint64(64 - half)
+    return list(t.astype(np.int64))
+
+
+def _feistel_tabled(
+    x: NDArray[np.int64], half: int, tables: list[NDArray[np.int64]]
+) -> NDArray[np.int64]:
+    """:func:`_feistel` with one half width for all of ``x`` and tabled rounds (a new
+    array; ``x`` is not changed)."""
+    left = x >> half
+    right = x & ((1 << half) - 1)
+    t = np.empty_like(x)
+    for table in tables:
+        np.take(table, right, out=t, mode="clip")  # right < 2**half: never clipped
+        t ^= left
+        left, right, t = right, t, left
+    left <<= half
+    left |= right
+    return left
+
+
+def _walk_by(
+    out: NDArray[np.int64],
+    idx: NDArray[np.intp],
+    n: int,
+    step: Callable[[NDArray[np.int64]], NDArray[np.int64]],
+    max_passes: int | None = None,
+) -> NDArray[np.intp]:
+    """Cycle-walk ``out[idx]`` in place with ``step`` (one network evaluation, array
+    in, new array out); return the indices still out of range."""
+    passes = 0
+    while idx.size and (max_passes is None or passes < max_passes):
+        cur = step(out[idx])
+        out[idx] = cur
+        idx = idx[cur >= n]
+        passes += 1
+    return idx
+
+
+def _permute_tabled(
+    flat: NDArray[np.int64], n: int, half: int, rkeys: list[int]
+) -> NDArray[np.int64] | None:
+    """``permute(n, key, flat)`` with tabled rounds (``rkeys``: the round keys of
+    ``key``), or None when tables would cost more than they save."""
+    domain = 1 << (2 * half)
+    walked = flat.size * (domain / n)  # network evaluations expected by walking
+    if half > _TABLE_HALF or (1 << half) * 2 > walked:
+        return None
+    tables = _round_tables(half, rkeys)
+
+    def network(x: NDArray[np.int64]) -> NDArray[np.int64]:
+        return _feistel_tabled(x, half, tables)
+
+    if domain <= _DOMAIN_MAX and domain <= 2 * walked:
+        image = np.empty(domain, dtype=np.int64)
+        for start in range(0, domain, _DOMAIN_BLOCK):
+            stop = min(start + _DOMAIN_BLOCK, domain)
+            image[start:stop] = network(np.arange(start, stop, dtype=np.int64))
+        out = image[flat]
+        _walk_by(out, np.flatnonzero(out >= n), n, image.__getitem__)
+        return out
+    out = np.empty_like(flat)
+    leftovers: list[NDArray[np.intp]] = []
+    for start in range(0, flat.size, _CHUNK):
+        block = network(flat[start : start + _CHUNK])
+        idx = _walk_by(block, np.flatnonzero(block >= n), n, network, _LOCAL_PASSES)
+        out[start : start + _CHUNK] = block
+        if idx.size:
+            leftovers.append(idx + start)
+    if leftovers:
+        _walk_by(out, np.concatenate(leftovers), n, network)
+    return out
 
 
 def _uniform(key: int, positions: NDArray[np.int64]) -> NDArray[np.float64]:

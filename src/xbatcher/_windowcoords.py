@@ -47,7 +47,8 @@ class WindowCoords:
     ) -> None:
         self._sliced = set(schema.sliced_dims)
         self._lengths = {w.dim: w.window for w in schema.sliced}
-        self._vars = {c: obj.coords[c].variable for c in names}
+        coords = obj.coords.variables  # obj.coords[c] would build a DataArray
+        self._vars = {c: coords[c] for c in names}
         self._xindexes = dict(obj.xindexes)
         # each coordinate with its sliced dims (its key in _cuts)
         self._keys = [

@@ -105,18 +105,19 @@ class BatchEngine:
         self.is_dataarray = isinstance(ds, xr.DataArray)
         self.builder = XarrayBuilder(ds, schema)
         data = ds._to_temp_dataset() if isinstance(ds, xr.DataArray) else ds
+        variables = data.variables  # data[name] would build a DataArray each time
         self.sources: dict[Hashable, Source] = {
-            name: make_source(name, data[name].variable) for name in data.data_vars
+            name: make_source(name, variables[name]) for name in data.data_vars
         }
         self.coord_sources: dict[Hashable, Source] = {
-            name: make_source(("coord", name), data[name].variable)
+            name: make_source(("coord", name), variables[name])
             for name in self.builder.windowed_coords + self.builder.block_coords
         }
-        self.var_dims = {name: data[name].dims for name in data.data_vars}
+        self.var_dims = {name: variables[name].dims for name in data.data_vars}
         # dims of every source, data and coordinate (their names cannot collide)
         self.source_dims = {
             **self.var_dims,
-            **{name: data[name].dims for name in self.coord_sources},
+            **{name: variables[name].dims for name in self.coord_sources},
         }
         self.sizes = dict(ds.sizes)
         self.layouts: dict[Hashable, VarLayout] = {

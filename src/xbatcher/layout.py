@@ -233,7 +233,10 @@ class XarrayBuilder:
         self.ds_dims = data_dims + coord_only  # stacking order: not the open order
         self.sizes = dict(obj.sizes)
         self.template = ds.coords.to_dataset()
-        self.data_vars = {k: (v.dims, dict(v.attrs)) for k, v in ds.data_vars.items()}
+        # Variables: ds[c] (or ds.data_vars.items()) would build a DataArray each time
+        variables = ds.variables
+        data_variables = ds.data_vars.variables
+        self.data_vars = {k: (v.dims, dict(v.attrs)) for k, v in data_variables.items()}
         self.coord_names = list(ds.coords)
         input_dims = dict(schema.input_dims)
         sliced = set(schema.sliced_dims)
@@ -247,11 +250,15 @@ class XarrayBuilder:
         ]
         # coordinates gathered per window (the others are shared by the whole batch)
         if mode == "sample":
-            self.windowed_coords = [c for c in self.coord_names if ds[c].ndim > 0]
+            self.windowed_coords = [
+                c for c in self.coord_names if variables[c].ndim > 0
+            ]
         elif mode == "concat":
             varying = set(input_dims) - set(self.single_inputs)
             self.windowed_coords = [
-                c for c in self.coord_names if any(d in varying for d in ds[c].dims)
+                c
+                for c in self.coord_names
+                if any(d in varying for d in variables[c].dims)
             ]
         else:
             self.windowed_coords = []
@@ -261,20 +268,22 @@ class XarrayBuilder:
             c
             for c in self.coord_names
             if c not in self.windowed_coords
-            and any(d in sliced for d in ds[c].dims)
-            and not in_memory(ds[c].variable)
+            and any(d in sliced for d in variables[c].dims)
+            and not in_memory(variables[c])
         ]
         unsliced_lazy = [
             c
             for c in self.coord_names
-            if not any(d in sliced for d in ds[c].dims)
-            and not in_memory(ds[c].variable)
+            if not any(d in sliced for d in variables[c].dims)
+            and not in_memory(variables[c])
         ]
         if unsliced_lazy:  # the same for every batch: load once
             self.template = self.template.assign_coords(
-                {c: self.template[c].variable.load() for c in unsliced_lazy}
+                {c: self.template.variables[c].load() for c in unsliced_lazy}
             )
-        self.coord_meta = {c: (ds[c].dims, dict(ds[c].attrs)) for c in self.coord_names}
+        self.coord_meta = {
+            c: (variables[c].dims, dict(variables[c].attrs)) for c in self.coord_names
+        }
         self.shared_template = self.template.drop_vars(
             self.windowed_coords + self.block_coords
         )
@@ -304,7 +313,7 @@ class XarrayBuilder:
         self._lengths = {w.dim: w.window for w in schema.sliced}
         self._window_stacked = stack_dims(schema, self.ds_dims)  # isel keeps every dim
         self.lazy_vars: list[Hashable] = [
-            k for k, v in ds.data_vars.items() if not in_memory(v.variable)
+            k for k, v in data_variables.items() if not in_memory(v)
         ]
         self._fixed_coords = [c for c in self.coord_names if c not in self.block_coords]
         self.window_coords = WindowCoords(obj, schema, self._fixed_coords)

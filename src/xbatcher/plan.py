@@ -249,7 +249,7 @@ class EpochPlan:
             return list(units.reshape(-1, 1))
         lo, hi = first * bs, min(stop * bs, self.epoch_length())
         units = self.units(epoch, np.arange(lo, hi, dtype=np.int64))
-        return np.split(units, np.arange(bs, hi - lo, bs))
+        return _split_batches(units, bs)
 
     def units_of_batch(self, epoch: int, index: int) -> NDArray[np.int64]:
         """Units of batch ``index`` of ``epoch``: ``batch_units(epoch, index, index +
@@ -318,6 +318,17 @@ class EpochPlan:
         new = dataclasses.replace(self, **changes)
         new._memo.groups = self._memo.groups
         return new
+
+
+def _split_batches(units: NDArray[np.int64], size: int) -> list[NDArray[np.int64]]:
+    """``np.split(units, np.arange(size, len(units), size))`` (views of ``units``:
+    batches of ``size``, the last one shorter, one empty batch when ``units`` is
+    empty), as rows of one reshape: ``np.split`` costs about 1 us a batch."""
+    full = units.size // size * size
+    out = list(units[:full].reshape(-1, size))
+    if full < units.size or not out:
+        out.append(units[full:])
+    return out
 
 
 def make_sampler(

@@ -25,6 +25,7 @@ from xbatcher._blocks import BlockPlan, UnitGroups, block_plan, block_units
 from xbatcher._permutation import (
     _as_positions,
     _check_range,
+    _permute_checked,
     _uniform,
     derive_key,
     permute,
@@ -140,7 +141,9 @@ def _shuffle_units(
 ) -> NDArray[np.int64]:
     if pos.size == 0:
         return pos.astype(np.int64)
-    return permute(n, derive_key(seed, epoch), pos)
+    # the positions were checked by the caller (Sampler._prepare): permute() would
+    # check them again (a min and a max over a whole epoch's positions)
+    return _permute_checked(n, derive_key(seed, epoch), pos)
 
 
 @dataclass(frozen=True, slots=True)

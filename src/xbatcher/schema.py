@@ -61,7 +61,8 @@ def canonical_dims(obj: Any) -> tuple[list[Hashable], list[Hashable]]:
     (['time', 'lat', 'lon'], ['bnds'])
     """
     if hasattr(obj, "data_vars"):
-        data = [(name, tuple(v.dims)) for name, v in obj.data_vars.items()]
+        variables = obj.data_vars.variables  # no DataArray built per variable
+        data = [(name, tuple(v.dims)) for name, v in variables.items()]
     else:
         data = [(obj.name, tuple(obj.dims))]
     data.sort(key=lambda nv: (-len(nv[1]), _name_key(nv[0])))
@@ -69,8 +70,9 @@ def canonical_dims(obj: Any) -> tuple[list[Hashable], list[Hashable]]:
     for _, dims in data:
         order.update(dict.fromkeys(dims))
     extra: dict[Hashable, None] = {}
-    for name in sorted(obj.coords, key=_name_key):
-        extra.update(dict.fromkeys(d for d in obj.coords[name].dims if d not in order))
+    coords = obj.coords.variables  # obj.coords[name] would build a DataArray each time
+    for name in sorted(coords, key=_name_key):
+        extra.update(dict.fromkeys(d for d in coords[name].dims if d not in order))
     return list(order), list(extra)
 
 
