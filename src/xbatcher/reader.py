@@ -30,7 +30,15 @@ from numpy.typing import NDArray
 
 # the sources and the thread pools moved to xbatcher.sources and xbatcher._threads;
 # their names stay importable from here
-from ._chunkgather import WindowGroup, plan_windows, put_windows, take_windows
+from ._chunkgather import (
+    _SLICE_COPY_BYTES,
+    WindowGroup,
+    plan_windows,
+    put_windows,
+    take_windows,
+    take_windows_into,
+)
+from ._dense import DenseBuffer, dense_buffer
 from ._threads import usable_cores as usable_cores
 from ._threads import worker_pool as worker_pool
 from .errors import SchemaError
@@ -88,10 +96,16 @@ def gather_helpers(nbytes: int) -> int:
     ``_PARALLEL_GATHER_BYTES``; otherwise one per core that neither the caller nor
     an unfinished chunk decode keeps busy (decoding the chunks the next batches
     need comes first; once it is done, every core gathers)."""
-    if nbytes < _PARALLEL_GATHER_BYTES:
+    if nbytes < _PARALLEL_GATHER_BYTES or _reading_concurrently():
         return 0
     cores = usable_cores()
     return max(0, cores - 1 - min(cores, _decoding.count))
+
+
+def _reading_concurrently() -> bool:
+    """True on the threads of an iteration that reads several groups at once
+    (:func:`xbatcher._iteration.batches`): those already keep every core busy."""
+    return threading.current_thread().name.startswith("xbatcher-read")
 
 
 # units parse_bytes names in its error message (dask also takes "k", "Mi"...)
@@ -185,7 +199,7 @@ def _gather_array(
             for s, n in zip(starts, lengths, strict=True)
         )
         return array[region][np.newaxis].copy()
-    elif math.prod(lengths) * array.itemsize >= 16384:
+    elif math.prod(lengths) * array.itemsize >= _SLICE_COPY_BYTES:
         # big windows: a slice copy per window beats fancy indexing over a view
         if out is None:
             out = np.empty((count, *lengths), dtype=array.dtype)
@@ -292,6 +306,11 @@ def _gather_chunked(
         out[0] = block
         return out
     assert source.bounds is not None
+    dense = dense_buffer(source, cache)
+    if dense is not None:
+        gathered = _gather_dense(source, dense, request, cache)
+        if gathered is not None:
+            return gathered
     groups = plan_windows(source.bounds, request.starts, lengths)
     budget = None if cache is None else cache.max_bytes // 2
     if len(groups) == 1 and groups[0].single:
@@ -307,6 +326,63 @@ def _gather_chunked(
     for wave, ids in _waves(source, groups, budget):
         _gather_wave(source, wave, ids, cache, lengths, out)
     return out
+
+
+def _gather_dense(
+    source: Source,
+    dense: DenseBuffer,
+    request: WindowRequest,
+    cache: BlockCache | None,
+) -> NDArray[Any] | None:
+    """The windows of ``request`` out of the dense buffer of ``source``, once the
+    chunks they touch are held there (decoded straight into it, in the decode pool);
+    ``None`` when one of them is not (another reader's abandoned write), and the
+    caller gathers chunk by chunk."""
+    array = dense.array
+    if not dense.complete:
+        needed = _needed_chunks(source, *_chunk_spans(source, request))
+        if not dense.holds(needed):
+            # a chunk decoded into its slot comes back as a view of the buffer (its
+            # decode has returned, though the callback that marks the slot held may
+            # not have run yet); any other array means the chunk is elsewhere
+            chunks = _fetch_chunks(source, needed, cache)
+            if any(chunks[cid].base is not array for cid in needed):
+                return None
+    lengths = request.lengths
+    if math.prod(lengths) * array.itemsize >= _SLICE_COPY_BYTES:
+        return _gather_array(array, None, request.starts, lengths)
+    count = request.count
+    nbytes = count * math.prod(lengths) * array.itemsize
+    helpers = gather_helpers(nbytes) if _DENSE_SPLIT else 0
+    if helpers < 1:
+        return take_windows(array, request.starts, lengths)
+    out = np.empty((count, *lengths), dtype=array.dtype)
+    # contiguous runs of rows, in pieces whose temporary stays in the CPU cache
+    per_row = max(1, nbytes // count)
+    step = max(1, _DENSE_PIECE_BYTES // per_row)
+    pieces = [(a, min(a + step, count)) for a in range(0, count, step)]
+
+    def run(share: list[tuple[int, int]]) -> None:
+        for a, z in share:
+            rel = tuple(s[a:z] for s in request.starts)
+            take_windows_into(array, rel, lengths, out[a:z])
+
+    shares = [pieces[j :: helpers + 1] for j in range(helpers + 1)]
+    tasks = [worker_pool("gather").submit(run, share) for share in shares[1:] if share]
+    try:
+        run(shares[0])
+    except BaseException:
+        for task in tasks:  # interrupted: the helpers' output is thrown away
+            task.cancel()
+        raise
+    for task in tasks:
+        task.result()
+    return out
+
+
+_DENSE_SPLIT = os.environ.get("XB_SPLIT", "1") == "1"
+# output rows copied by one fancy index of a shared dense gather
+_DENSE_PIECE_BYTES = 2**19
 
 
 def _cached_first(
@@ -531,10 +607,15 @@ def _fetch_claimed(
     # the claim. Releasing it even when another thread holds it only makes its
     # waiters load the chunk themselves: an extra read, never a wrong value.
     claiming: tuple[int, ...] | None = None
+    dense = dense_buffer(source, cache)
     try:
         for cid in chunk_ids:
             claiming = cid
             hit, future = cache.claim((source.key, cid))
+            if hit is None and future is None and dense is not None:
+                hit = dense.held(cid)  # evicted, but still in its dense slot
+                if hit is not None:
+                    cache.put((source.key, cid), hit)  # settles the claim
             claiming = None
             if hit is not None:
                 found[cid] = hit
@@ -544,7 +625,7 @@ def _fetch_claimed(
                 waiting.append((cid, future))
         if mine and source.submits_chunks and (len(mine) > 1 or not wait):
             for cid in mine:
-                task = source.submit_chunk(cid)
+                task = _submit(source, cid, dense)
                 _decoding.add(1)
                 task.add_done_callback(_decoding.done)
                 task.add_done_callback(
@@ -554,7 +635,7 @@ def _fetch_claimed(
                 waiting.append((cid, task))
         elif mine:
             try:
-                blocks = source.read_chunks(mine)
+                blocks = _read_now(source, mine, dense)
             except Exception as err:
                 for cid in mine:
                     cache.fail((source.key, cid), err)
@@ -576,6 +657,65 @@ def _fetch_claimed(
             except ReleasedClaim:
                 retry.append(cid)
     return retry
+
+
+def _submit(
+    source: Source, cid: tuple[int, ...], dense: DenseBuffer | None
+) -> Future[NDArray[Any]]:
+    """Start decoding chunk ``cid`` in the source's pool: into its dense slot when
+    the source has a dense buffer and the slot is free."""
+    slot = None if dense is None else dense.begin(cid)
+    if dense is None or slot is None:
+        return source.submit_chunk(cid)
+    try:
+        task = source.submit_chunk(cid, slot)
+    except BaseException:
+        dense.abandon(cid)
+        raise
+    task.add_done_callback(functools.partial(_settle_slot, dense, cid, slot))
+    return task
+
+
+def _settle_slot(
+    dense: DenseBuffer,
+    cid: tuple[int, ...],
+    slot: NDArray[Any],
+    task: Future[NDArray[Any]],
+) -> None:
+    """A decode into a dense slot ended: the slot is held when the decode wrote it
+    (runs before :func:`_settle` hands the chunk to the cache), free otherwise."""
+    try:
+        ok = not task.cancelled() and task.exception() is None
+        if ok and task.result() is slot:
+            dense.finish(cid, slot)
+        else:
+            dense.abandon(cid)
+    except BaseException:
+        dense.abandon(cid)
+        raise
+
+
+def _read_now(
+    source: Source, ids: list[tuple[int, ...]], dense: DenseBuffer | None
+) -> list[NDArray[Any]]:
+    """Read chunks ``ids`` on this thread, into their dense slots where free."""
+    if dense is None:
+        return source.read_chunks(ids)
+    blocks = []
+    for cid in ids:
+        slot = dense.begin(cid)
+        if slot is None:
+            blocks.extend(source.read_chunks([cid]))
+            continue
+        try:
+            block = source.read_chunk_into(cid, slot)
+        except BaseException:
+            dense.abandon(cid)
+            raise
+        blocks.append(dense.finish(cid, slot) if block is slot else block)
+        if block is not slot:
+            dense.abandon(cid)
+    return blocks
 
 
 def _settle(cache: BlockCache, key: Hashable, task: Future[NDArray[Any]]) -> None:
