@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import xbatcher as xb
-from xbatcher import _iteration, reader
+from xbatcher import _chunkfetch, _iteration, reader
 from xbatcher._dense import DenseBuffer, dense_buffer, slots_contiguous
 from xbatcher.errors import ChunkDecodeError
 from xbatcher.reader import BlockCache, WindowRequest, gather
@@ -222,13 +222,13 @@ def test_slot_marked_late_still_gathers_from_the_buffer(tmp_path, monkeypatch):
     held runs: the gather must still read the buffer (not fall back)."""
     values = _values((9, 4, 4))
     src = make_source("v", _store(tmp_path / "a.zarr", values, (3, 4, 4)).variable)
-    settle = reader._settle_slot
+    settle = _chunkfetch._settle_slot
 
     def late(*args: Any) -> None:
         time.sleep(0.05)
         settle(*args)
 
-    monkeypatch.setattr(reader, "_settle_slot", late)
+    monkeypatch.setattr(_chunkfetch, "_settle_slot", late)
     fallbacks = []
     wave = reader._gather_wave
     monkeypatch.setattr(

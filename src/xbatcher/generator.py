@@ -260,15 +260,9 @@ class BatchGenerator(CacheWarmUp):
         # the cursor (epoch, start) is taken here, when iter() is called, not at the
         # first next(): two iterators made together follow the same epoch
         cursor = self.start_iteration()
-        read_group, whole = _xarray_reader(self)
-        return _iteration.batches(
-            self.plan,
-            self.engine,
-            cursor,
-            read_group,
-            self.finish_iteration,
-            concurrent=whole,
-        )
+        read, whole = _xarray_reader(self)
+        done = self.finish_iteration
+        return _iteration.batches(self.plan, self.engine, cursor, read, done, whole)
 
     def start_iteration(self) -> Cursor:
         """A new iteration's own cursor (for loaders that iterate themselves).
@@ -532,11 +526,10 @@ def _attach_chunk_cache(gen: BatchGenerator, chunk_cache: Any) -> Any:
 def _xarray_reader(
     gen: BatchGenerator,
 ) -> tuple[Callable[[list[NDArray[np.int64]]], Iterable[Batch]], bool]:
-    """How an iteration reads a group of xarray batches, and whether it reads the
-    whole group at once: sample and window batches of a group are gathered together
-    (one chunk plan, one copy per chunk) and then wrapped one by one; concat batches
-    are read (or taken from the batch cache) one by one, as the consumer asks for
-    them."""
+    """How an iteration reads a group of xarray batches, and whether all at once:
+    sample and window batches of a group are gathered together (one chunk plan) and
+    wrapped one by one; concat batches are read (or taken from the batch cache) one
+    by one, as the consumer asks for them."""
     grouped = (
         gen.schema.mode != "concat" and gen.preload_batch and gen._batch_cache is None
     )
