@@ -409,3 +409,45 @@ def test_abandoned_shuffled_epoch_never_hangs_and_the_next_is_right(tmp_path):
     while bgen.block_cache.claimed() and time.monotonic() < deadline:
         time.sleep(0.01)
     assert bgen.block_cache.claimed() == []
+
+
+def test_concurrent_reads_hold_a_bounded_number_of_groups(tmp_path, monkeypatch):
+    """Memory of a shuffled epoch read concurrently: the dense buffer, at most
+    ``reads + 1`` groups being read or waiting and the group being consumed, plus
+    the decode threads' reused read buffers (1 MiB each); the epoch's output is
+    about 14x the buffer."""
+    import tracemalloc
+
+    values = _values((64, 64, 128))  # 2 MiB
+    da = _store(tmp_path / "a.zarr", values, (8, 64, 128))
+    monkeypatch.setenv("XBATCHER_NUM_THREADS", "2")
+    group = 2**18
+    monkeypatch.setattr(_iteration, "_SHUFFLE_GROUP_BYTES", group)
+    monkeypatch.setattr(_iteration, "_GROUP_BYTES", group)
+    # the chunk read-ahead plans the windows of this much output at once (its index
+    # arrays would dominate the peak, concurrent reads or not)
+    monkeypatch.setattr(_iteration, "_READAHEAD_BYTES", 2 * group)
+    bgen = xb.BatchGenerator(
+        da,
+        input_dims={"y": 8, "x": 8},
+        input_overlap={"y": 6, "x": 6},
+        batch_size=8,
+        shuffle=True,
+        seed=0,
+    )
+    engine = bgen.engine
+    assert len(bgen) * engine.batch_nbytes >= 12 * values.nbytes
+    assert _iteration.group_size(engine, bgen.plan) * engine.batch_nbytes == group
+    tracemalloc.start()
+    try:
+        n = 0
+        for batch in bgen.arrays:
+            n += 1
+            del batch
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert n == len(bgen)
+    reads = _iteration.reads_in_flight(engine, bgen.plan)
+    assert reads == 2
+    assert peak <= values.nbytes + (reads + 2) * group + 5 * 2**20
