@@ -25,12 +25,8 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from numpy.typing import NDArray
 
-from ._chunkfetch import _settle as _settle
 from ._chunkfetch import decoding as _decoding
 from ._chunkfetch import fetch_chunks as _fetch_chunks
-
-# the sources and the thread pools moved to xbatcher.sources and xbatcher._threads;
-# their names stay importable from here
 from ._chunkgather import (
     _SLICE_COPY_BYTES,
     WindowGroup,
@@ -40,6 +36,9 @@ from ._chunkgather import (
     take_windows_into,
 )
 from ._dense import DenseBuffer, dense_buffer
+
+# the sources and the thread pools moved to xbatcher.sources and xbatcher._threads;
+# their names stay importable from here
 from ._threads import usable_cores as usable_cores
 from ._threads import worker_pool as worker_pool
 from .errors import SchemaError
