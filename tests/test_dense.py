@@ -354,6 +354,30 @@ def test_shuffled_groups_are_read_on_background_threads(tmp_path, monkeypatch):
         assert {n.startswith("xbatcher-read") for n in seen} == {threaded}
 
 
+@pytest.mark.filterwarnings("ignore:shuffle=True draws each batch")
+def test_no_concurrent_reads_for_a_full_shuffle_bigger_than_the_cache(tmp_path):
+    da = _store(tmp_path / "a.zarr", _values((30, 8, 8)), (5, 8, 8))
+    kw: dict[str, Any] = {"input_dims": {"y": 4, "x": 4}, "batch_size": 4, "seed": 1}
+    big = xb.BatchGenerator(da, shuffle=True, block_cache_bytes=2**20, **kw)
+    small = xb.BatchGenerator(da, shuffle=True, block_cache_bytes=4096, **kw)
+    pools = xb.BatchGenerator(da, shuffle="chunks", block_cache_bytes=4096, **kw)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XBATCHER_NUM_THREADS", "3")
+        assert _iteration.reads_in_flight(big.engine, big.plan) == 3
+        assert _iteration.reads_in_flight(small.engine, small.plan) == 0
+        assert _iteration.reads_in_flight(pools.engine, pools.plan) == 3
+        mp.setenv("XBATCHER_NUM_THREADS", "1")
+        assert _iteration.reads_in_flight(big.engine, big.plan) == 0
+    values = _values((30, 8, 8))
+    for bgen in (small, pools):
+        expected = [
+            np.stack([values[t, y : y + 4, x : x + 4] for t, y, x in _windows(bgen, i)])
+            for i in range(len(bgen))
+        ]
+        for got, want in zip(bgen.arrays, expected, strict=True):
+            np.testing.assert_array_equal(got, want)
+
+
 def test_a_failed_group_read_raises_at_its_turn(tmp_path, monkeypatch):
     """Groups are read ahead, but the error of group k reaches the consumer after
     the batches before it, and the cursor counts exactly those."""

@@ -88,9 +88,13 @@ def reads_in_flight(engine: BatchEngine, plan: EpochPlan) -> int:
     """Groups read at once on background threads while iterating: one per usable
     core for a full or chunk-aware shuffle over chunked sources (each of its groups
     gathers ``_SHUFFLE_GROUP_BYTES`` from many chunks), else 0 (each group is read
-    on the consumer's thread when the consumer reaches it)."""
+    on the consumer's thread when the consumer reaches it). Not for a full shuffle
+    over more data than the chunk cache holds: each group then walks more chunks
+    than the cache keeps, and groups read together would evict each other's."""
     cores = usable_cores()
-    return cores if cores > 1 and _shuffled_chunked(engine, plan) else 0
+    if cores < 2 or not _shuffled_chunked(engine, plan) or _thrashes(plan, engine):
+        return 0
+    return cores
 
 
 def _read_concurrently(
