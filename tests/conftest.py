@@ -489,13 +489,13 @@ def count_source_reads(bgen: Any, strict: bool = True) -> list[int]:
         inner = src.inner
         read_chunks, submit = inner.read_chunks, inner.submit_chunk
 
-        def counted_read(ids: Any, _f: Any = read_chunks) -> Any:
+        def counted_read(ids: Any, *args: Any, _f: Any = read_chunks) -> Any:
             count[0] += len(ids)
-            return _f(ids)
+            return _f(ids, *args)
 
-        def counted_submit(cid: Any, _f: Any = submit) -> Any:
+        def counted_submit(cid: Any, *args: Any, _f: Any = submit) -> Any:
             count[0] += 1
-            return _f(cid)
+            return _f(cid, *args)
 
         inner.read_chunks = counted_read
         inner.submit_chunk = counted_submit

@@ -60,6 +60,7 @@ class SourceContract:
     in_memory: ClassVar[bool] = False
     submits_chunks: ClassVar[bool] = False
     reopens_lazily: ClassVar[bool] = False
+    decodes_into: ClassVar[bool] = False
     #: the small variable most tests read, and its storage chunks (uneven edges)
     shape: ClassVar[tuple[int, ...]] = (7, 6, 5)
     chunks: ClassVar[tuple[int, ...]] = (3, 4, 2)
@@ -114,12 +115,14 @@ class SourceContract:
             source.in_memory,
             source.submits_chunks,
             source.reopens_lazily,
+            source.decodes_into,
         )
         expected = (
             self.chunked,
             self.in_memory,
             self.submits_chunks,
             self.reopens_lazily,
+            self.decodes_into,
         )
         assert flags == expected
         assert source.chunked == (source.bounds is not None)
@@ -210,6 +213,41 @@ class SourceContract:
             return
         block = source.submit_chunk(cid).result(timeout=60)
         np.testing.assert_array_equal(block, values[source.chunk_region(cid)])
+
+    @pytest.mark.parametrize("layout", ["contiguous", "strided", "dense slot"])
+    def test_read_chunk_into(
+        self, source: Source, values: np.ndarray, layout: str
+    ) -> None:
+        """Every chunk read into a given array (contiguous, strided, or its slot of
+        a whole-array buffer) fills exactly that array, which comes back; the
+        bytes around it stay as they were."""
+        whole = np.full(values.shape, -7, dtype=values.dtype)
+        for cid in all_chunk_ids(source):
+            region = source.chunk_region(cid)
+            shape = tuple(r.stop - r.start for r in region)
+            if layout == "contiguous":
+                out = np.full(shape, -7, dtype=values.dtype)
+            elif layout == "strided":
+                out = np.full(tuple(2 * n for n in shape), -7, dtype=values.dtype)
+                out = out[tuple(slice(None, None, 2) for _ in shape)]
+            else:
+                out = whole[region]
+            got = source.read_chunk_into(cid, out)
+            assert got is out
+            np.testing.assert_array_equal(out, values[region])
+        if layout == "dense slot":
+            np.testing.assert_array_equal(whole, values)
+
+    def test_submit_chunk_into(self, source: Source, values: np.ndarray) -> None:
+        if not source.submits_chunks:
+            return
+        for cid in all_chunk_ids(source):
+            region = source.chunk_region(cid)
+            out = np.full(
+                tuple(r.stop - r.start for r in region), -7, dtype=values.dtype
+            )
+            assert source.submit_chunk(cid, out).result(timeout=60) is out
+            np.testing.assert_array_equal(out, values[region])
 
     def test_in_memory_reads_are_views(self, source: Source) -> None:
         region = tuple(slice(0, n) for n in source.shape)

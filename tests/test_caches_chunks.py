@@ -106,3 +106,27 @@ def test_split_parts_keep_the_chunk_cache(tmp_path: Path) -> None:
         for p in parts.values()
         for s in p.engine.sources.values()
     )
+
+
+def test_submit_chunk_into_a_given_array(tmp_path: Path) -> None:
+    """The chunk-cache layer honours ``submit_chunk(cid, out)`` of the source
+    contract: a miss decodes into ``out`` (and stores the chunk), a hit copies the
+    stored chunk into ``out``; ``out`` comes back, holding the chunk's values."""
+    ds = to_backend(make_dataset(), "zarr", tmp_path / "a.zarr")
+    bgen = xb.BatchGenerator(
+        ds,
+        input_dims={"lat": 3, "lon": 4},
+        chunk_cache=open_cache(str(tmp_path / "chunks")),
+    )
+    src = bgen.engine.sources["air"]
+    assert isinstance(src, ChunkCachedSource) and src.submits_chunks
+    assert not src.decodes_into  # the reader gives it no dense buffer
+    values = make_dataset()["air"].values
+    reads = count_source_reads(bgen)
+    for _ in range(2):  # a miss, then a hit
+        for cid in np.ndindex(*src.nchunks):
+            region = src.chunk_region(cid)
+            out = np.full([r.stop - r.start for r in region], -1, src.dtype)
+            assert src.submit_chunk(cid, out).result(timeout=60) is out
+            np.testing.assert_array_equal(out, values[region])
+        assert reads[0] == int(np.prod(src.nchunks))  # decoded in round 0 only

@@ -103,6 +103,7 @@ class TestDaskZarrSource(SourceContract):
 
     source_class = DaskZarrSource
     submits_chunks = True
+    decodes_into = True
     reopens_lazily = True
 
     def make_variable(self, values, chunks, path):
@@ -114,6 +115,7 @@ class TestDaskZarrSourceMemoryStore(SourceContract):
 
     source_class = DaskZarrSource
     submits_chunks = True
+    decodes_into = True
     reopens_lazily = False
 
     def make_variable(self, values, chunks, path):
@@ -126,6 +128,7 @@ class TestDaskZarrSourceRechunkedView(SourceContract):
 
     source_class = DaskZarrSource
     submits_chunks = True
+    decodes_into = True
     reopens_lazily = True
 
     def make_variable(self, values, chunks, path):

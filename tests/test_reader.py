@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 import xbatcher as xb
 from test_chunkgather import chunked_windows
-from xbatcher import _iteration, _threads, reader
+from xbatcher import _chunkfetch, _iteration, _threads, reader
 from xbatcher._chunkgather import plan_windows
 from xbatcher.errors import SchemaError
 from xbatcher.reader import (
@@ -714,7 +714,7 @@ def test_cancelled_or_interrupted_chunk_task_releases_its_claim():
             task.set_exception(KeyboardInterrupt())
         else:
             task.set_exception(OSError("gone"))
-        reader._settle(cache, key, task)
+        _chunkfetch._settle(cache, key, task)
         assert cache.claimed() == []
         expected = OSError if outcome == "error" else reader.ReleasedClaim
         with pytest.raises(expected):

@@ -119,6 +119,7 @@ class TestLazySourceNetCDF(SourceContract):
 class TestZarrSourceLocal(SourceContract):
     source_class = ZarrSource
     submits_chunks = True
+    decodes_into = True
     reopens_lazily = True
 
     def make_variable(self, values, chunks, path):
@@ -130,6 +131,7 @@ class TestZarrSourceMemoryStore(SourceContract):
 
     source_class = ZarrSource
     submits_chunks = True
+    decodes_into = True
     reopens_lazily = False
 
     def make_variable(self, values, chunks, path):
@@ -142,6 +144,7 @@ class TestZarrSourceView(SourceContract):
 
     source_class = ZarrSource
     submits_chunks = True
+    decodes_into = True
     reopens_lazily = True
 
     def make_variable(self, values, chunks, path):

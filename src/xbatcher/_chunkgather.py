@@ -29,6 +29,7 @@ __all__ = [
     "plan_windows",
     "put_windows",
     "take_windows",
+    "take_windows_into",
     "window_view",
 ]
 
@@ -212,6 +213,20 @@ def take_windows(
         return window_view(block, lengths)[rel]
     rows = window_view(block, lengths, item)[rel]
     return rows.view(block.dtype).reshape(rows.shape[0], *lengths)
+
+
+def take_windows_into(
+    block: NDArray[Any],
+    rel: tuple[NDArray[Any], ...],
+    lengths: tuple[int, ...],
+    out: NDArray[Any],
+) -> None:
+    """:func:`take_windows` written into ``out`` (C-contiguous, ``(n, *lengths)``)."""
+    item = _row_item(block, lengths)
+    if item is None:
+        out[...] = window_view(block, lengths)[rel]
+    else:
+        out.view(item)[..., 0][...] = window_view(block, lengths, item)[rel]
 
 
 @functools.lru_cache(maxsize=64)

@@ -9,7 +9,8 @@ it follows is the cursor's, fixed when it started.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any, TypeVar
 
@@ -17,6 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ._state import Cursor
+from ._threads import usable_cores
 from .engine import BatchEngine, prefetch
 from .plan import EpochPlan
 from .sampling import BlockShuffleSampler, ShuffleSampler
@@ -46,18 +48,86 @@ def batches(
     cursor: Cursor,
     read_group: Callable[[list[Units]], Iterable[T]],
     finish: Callable[[Cursor], None],
+    concurrent: bool = False,
 ) -> Iterator[T]:
     """The batches of ``cursor.epoch`` from ``cursor.position`` on, each group read
     by ``read_group``; ``cursor.position`` counts the batches yielded, and ``finish``
-    is called once the epoch's last batch was yielded."""
+    is called once the epoch's last batch was yielded.
+
+    With ``concurrent`` (``read_group`` is thread-safe and reads the whole group),
+    a shuffle over chunked data reads several groups at once on background threads
+    (:func:`reads_in_flight`), so every core gathers while the consumer takes the
+    batches already read; the batches and their order do not change."""
     indices = range(cursor.position, plan.num_batches())
     step = group_size(engine, plan)
     groups = groups_of_batches(plan, engine, cursor.epoch, indices, step)
-    for first, group in groups:
-        for j, batch in enumerate(read_group(group)):
+    reads = reads_in_flight(engine, plan) if concurrent else 0
+    read: Iterator[tuple[int, Iterable[T]]]
+    if reads:
+        read = _read_concurrently(groups, read_group, reads)
+    else:
+        read = ((first, read_group(group)) for first, group in groups)
+    for first, group_batches in read:
+        for j, batch in enumerate(group_batches):
             cursor.position = first + j + 1
             yield batch
     finish(cursor)
+
+
+def _shuffled_chunked(engine: BatchEngine, plan: EpochPlan | None) -> bool:
+    """True for a full or chunk-aware shuffle of batches over chunked sources."""
+    return (
+        plan is not None
+        and isinstance(plan.sampler, ShuffleSampler | BlockShuffleSampler)
+        and engine.chunked
+        and plan.schema.batch_size is not None
+    )
+
+
+def reads_in_flight(engine: BatchEngine, plan: EpochPlan) -> int:
+    """Groups read at once on background threads while iterating: one per usable
+    core for a full or chunk-aware shuffle over chunked sources (each of its groups
+    gathers ``_SHUFFLE_GROUP_BYTES`` from many chunks), else 0 (each group is read
+    on the consumer's thread when the consumer reaches it). Not for a full shuffle
+    over more data than the chunk cache holds: each group then walks more chunks
+    than the cache keeps, and groups read together would evict each other's."""
+    cores = usable_cores()
+    if cores < 2 or not _shuffled_chunked(engine, plan) or _thrashes(plan, engine):
+        return 0
+    return cores
+
+
+def _read_concurrently(
+    groups: Iterator[tuple[int, list[Units]]],
+    read_group: Callable[[list[Units]], Iterable[T]],
+    reads: int,
+) -> Generator[tuple[int, list[T]], None, None]:
+    """``(first, batches)`` of each group in order, ``reads`` groups being read on
+    background threads beyond the one handed out. A failed read raises when its
+    group's turn comes; an abandoned iteration never waits for the reads in flight
+    (they finish on their own and settle the chunks they claimed)."""
+    pool = ThreadPoolExecutor(max_workers=reads, thread_name_prefix="xbatcher-read")
+    flight: deque[tuple[int, Future[list[T]]]] = deque()
+    try:
+        for first, group in groups:
+            flight.append((first, pool.submit(_read_all, read_group, group)))
+            if len(flight) > reads:
+                done_first, task = flight.popleft()
+                yield done_first, task.result()
+        while flight:
+            done_first, task = flight.popleft()
+            yield done_first, task.result()
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+        close = getattr(groups, "close", None)
+        if close is not None:
+            close()  # its read-ahead pool too, now rather than at garbage collection
+
+
+def _read_all(
+    read_group: Callable[[list[Units]], Iterable[T]], group: list[Units]
+) -> list[T]:
+    return list(read_group(group))
 
 
 def group_size(engine: BatchEngine, plan: EpochPlan | None = None) -> int:
@@ -65,12 +135,7 @@ def group_size(engine: BatchEngine, plan: EpochPlan | None = None) -> int:
     ``_SHUFFLE_GROUP_BYTES`` (at most a quarter of the chunk cache) for a full or a
     chunk-aware shuffle over chunked sources."""
     budget = _GROUP_BYTES
-    if (
-        plan is not None
-        and isinstance(plan.sampler, ShuffleSampler | BlockShuffleSampler)
-        and engine.chunked
-        and plan.schema.batch_size is not None
-    ):
+    if _shuffled_chunked(engine, plan):
         budget = max(
             budget, min(_SHUFFLE_GROUP_BYTES, engine.block_cache.max_bytes // 4)
         )

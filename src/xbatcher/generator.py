@@ -260,9 +260,9 @@ class BatchGenerator(CacheWarmUp):
         # the cursor (epoch, start) is taken here, when iter() is called, not at the
         # first next(): two iterators made together follow the same epoch
         cursor = self.start_iteration()
-        return _iteration.batches(
-            self.plan, self.engine, cursor, _xarray_reader(self), self.finish_iteration
-        )
+        read, whole = _xarray_reader(self)
+        done = self.finish_iteration
+        return _iteration.batches(self.plan, self.engine, cursor, read, done, whole)
 
     def start_iteration(self) -> Cursor:
         """A new iteration's own cursor (for loaders that iterate themselves).
@@ -293,7 +293,7 @@ class BatchGenerator(CacheWarmUp):
     ) -> EpochPrefetcher[Any]:
         """``iter(self.arrays)`` (``xarray=True``: ``iter(self)``) read ahead on a
         thread, ``n`` batches and ``max_bytes`` at most: see :mod:`xbatcher.prefetch`."""
-        read = _xarray_reader(self) if xarray else partial(read_batches, self.engine)
+        read = _xarray_reader(self)[0] if xarray else partial(read_batches, self.engine)
         return prefetch_epoch(self, read, depth=n, max_bytes=max_bytes)
 
     def set_epoch(self, epoch: int) -> None:
@@ -525,17 +525,17 @@ def _attach_chunk_cache(gen: BatchGenerator, chunk_cache: Any) -> Any:
 
 def _xarray_reader(
     gen: BatchGenerator,
-) -> Callable[[list[NDArray[np.int64]]], Iterable[Batch]]:
-    """How an iteration reads a group of xarray batches: sample and window batches
-    of a group are gathered together (one chunk plan, one copy per chunk) and then
+) -> tuple[Callable[[list[NDArray[np.int64]]], Iterable[Batch]], bool]:
+    """How an iteration reads a group of xarray batches, and whether all at once:
+    sample and window batches of a group are gathered together (one chunk plan) and
     wrapped one by one; concat batches are read (or taken from the batch cache) one
     by one, as the consumer asks for them."""
     grouped = (
         gen.schema.mode != "concat" and gen.preload_batch and gen._batch_cache is None
     )
     if grouped:
-        return partial(read_batches_xarray, gen.engine)
-    return partial(map, partial(_cached_batch, gen))
+        return partial(read_batches_xarray, gen.engine), True
+    return partial(map, partial(_cached_batch, gen)), False
 
 
 def _read_ahead_of(gen: BatchGenerator) -> IndexedReadAhead | None:
@@ -694,4 +694,5 @@ class ArrayBatches:
             cursor,
             partial(read_batches, gen.engine),
             gen.finish_iteration,
+            concurrent=True,
         )

@@ -13,13 +13,10 @@ per chunk group, never one ``isel`` per window.
 from __future__ import annotations
 
 import bisect
-import functools
 import itertools
 import math
-import os
 import threading
-from collections.abc import Hashable, Iterable, Sequence
-from concurrent.futures import Future
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,9 +25,20 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from numpy.typing import NDArray
 
+from ._chunkfetch import decoding as _decoding
+from ._chunkfetch import fetch_chunks as _fetch_chunks
+from ._chunkgather import (
+    _SLICE_COPY_BYTES,
+    WindowGroup,
+    plan_windows,
+    put_windows,
+    take_windows,
+    take_windows_into,
+)
+from ._dense import DenseBuffer, dense_buffer
+
 # the sources and the thread pools moved to xbatcher.sources and xbatcher._threads;
 # their names stay importable from here
-from ._chunkgather import WindowGroup, plan_windows, put_windows, take_windows
 from ._threads import usable_cores as usable_cores
 from ._threads import worker_pool as worker_pool
 from .errors import SchemaError
@@ -56,42 +64,21 @@ __all__ = [
 _PARALLEL_GATHER_BYTES = 2**20
 
 
-class _InFlight:
-    """How many chunk decodes submitted to the decode pool have not finished: a
-    gather shares its work only with the cores those decodes leave idle."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.count = 0
-
-    def add(self, n: int) -> None:
-        with self._lock:
-            self.count += n
-
-    def done(self, _task: object = None) -> None:
-        with self._lock:
-            self.count -= 1
-
-    def reset(self) -> None:
-        """None in flight (a forked child runs none of its parent's decodes)."""
-        self._lock = threading.Lock()
-        self.count = 0
-
-
-_decoding = _InFlight()
-if hasattr(os, "register_at_fork"):  # a forked child runs none of the parent's decodes
-    os.register_at_fork(after_in_child=_decoding.reset)
-
-
 def gather_helpers(nbytes: int) -> int:
     """Helper threads that may share a gather of ``nbytes`` of output: none below
     ``_PARALLEL_GATHER_BYTES``; otherwise one per core that neither the caller nor
     an unfinished chunk decode keeps busy (decoding the chunks the next batches
     need comes first; once it is done, every core gathers)."""
-    if nbytes < _PARALLEL_GATHER_BYTES:
+    if nbytes < _PARALLEL_GATHER_BYTES or _reading_concurrently():
         return 0
     cores = usable_cores()
     return max(0, cores - 1 - min(cores, _decoding.count))
+
+
+def _reading_concurrently() -> bool:
+    """True on the threads of an iteration that reads several groups at once
+    (:func:`xbatcher._iteration.batches`): those already keep every core busy."""
+    return threading.current_thread().name.startswith("xbatcher-read")
 
 
 # units parse_bytes names in its error message (dask also takes "k", "Mi"...)
@@ -185,7 +172,7 @@ def _gather_array(
             for s, n in zip(starts, lengths, strict=True)
         )
         return array[region][np.newaxis].copy()
-    elif math.prod(lengths) * array.itemsize >= 16384:
+    elif math.prod(lengths) * array.itemsize >= _SLICE_COPY_BYTES:
         # big windows: a slice copy per window beats fancy indexing over a view
         if out is None:
             out = np.empty((count, *lengths), dtype=array.dtype)
@@ -292,6 +279,11 @@ def _gather_chunked(
         out[0] = block
         return out
     assert source.bounds is not None
+    dense = dense_buffer(source, cache)
+    if dense is not None:
+        gathered = _gather_dense(source, dense, request, cache)
+        if gathered is not None:
+            return gathered
     groups = plan_windows(source.bounds, request.starts, lengths)
     budget = None if cache is None else cache.max_bytes // 2
     if len(groups) == 1 and groups[0].single:
@@ -307,6 +299,62 @@ def _gather_chunked(
     for wave, ids in _waves(source, groups, budget):
         _gather_wave(source, wave, ids, cache, lengths, out)
     return out
+
+
+def _gather_dense(
+    source: Source,
+    dense: DenseBuffer,
+    request: WindowRequest,
+    cache: BlockCache | None,
+) -> NDArray[Any] | None:
+    """The windows of ``request`` out of the dense buffer of ``source``, once the
+    chunks they touch are held there (decoded straight into it, in the decode pool);
+    ``None`` when one of them is not (another reader's abandoned write), and the
+    caller gathers chunk by chunk."""
+    array = dense.array
+    if not dense.complete:
+        needed = _needed_chunks(source, *_chunk_spans(source, request))
+        if not dense.holds(needed):
+            # a chunk decoded into its slot comes back as a view of the buffer (its
+            # decode has returned, though the callback that marks the slot held may
+            # not have run yet); any other array means the chunk is elsewhere
+            chunks = _fetch_chunks(source, needed, cache)
+            if any(chunks[cid].base is not array for cid in needed):
+                return None
+    lengths = request.lengths
+    if math.prod(lengths) * array.itemsize >= _SLICE_COPY_BYTES:
+        return _gather_array(array, None, request.starts, lengths)
+    count = request.count
+    nbytes = count * math.prod(lengths) * array.itemsize
+    helpers = gather_helpers(nbytes)
+    if helpers < 1:
+        return take_windows(array, request.starts, lengths)
+    out = np.empty((count, *lengths), dtype=array.dtype)
+    # contiguous runs of rows, in pieces whose temporary stays in the CPU cache
+    per_row = max(1, nbytes // count)
+    step = max(1, _DENSE_PIECE_BYTES // per_row)
+    pieces = [(a, min(a + step, count)) for a in range(0, count, step)]
+
+    def run(share: list[tuple[int, int]]) -> None:
+        for a, z in share:
+            rel = tuple(s[a:z] for s in request.starts)
+            take_windows_into(array, rel, lengths, out[a:z])
+
+    shares = [pieces[j :: helpers + 1] for j in range(helpers + 1)]
+    tasks = [worker_pool("gather").submit(run, share) for share in shares[1:] if share]
+    try:
+        run(shares[0])
+    except BaseException:
+        for task in tasks:  # interrupted: the helpers' output is thrown away
+            task.cancel()
+        raise
+    for task in tasks:
+        task.result()
+    return out
+
+
+# output rows copied by one fancy index of a shared dense gather
+_DENSE_PIECE_BYTES = 2**19
 
 
 def _cached_first(
@@ -483,116 +531,6 @@ def _assemble(
         else:
             region[tuple(dst_sel)] = chunks[cid][tuple(src_sel)]
     return region
-
-
-def _fetch_chunks(
-    source: Source,
-    chunk_ids: Iterable[tuple[int, ...]],
-    cache: BlockCache | None,
-    wait: bool = True,
-) -> dict[tuple[int, ...], NDArray[Any]]:
-    """Chunks from the cache; missing ones are read once even when two threads (the
-    prefetcher and the consumer) ask for them at the same time.
-
-    Sources that decode in a pool (``submit_chunk``) get one task per chunk, and each
-    chunk enters the cache as soon as it is decoded, so a consumer waits only for the
-    chunks it needs. With ``wait=False`` (prefetching) the reads are only started, and
-    the result holds the chunks that were already cached.
-    """
-    if cache is None:
-        ids = list(chunk_ids)
-        return dict(zip(ids, source.read_chunks(ids), strict=True))
-    found: dict[tuple[int, ...], NDArray[Any]] = {}
-    todo = list(chunk_ids)
-    while todo:  # again for chunks whose loader was interrupted (claim released)
-        todo = _fetch_claimed(source, todo, cache, wait, found)
-    return found
-
-
-def _fetch_claimed(
-    source: Source,
-    chunk_ids: list[tuple[int, ...]],
-    cache: BlockCache,
-    wait: bool,
-    found: dict[tuple[int, ...], NDArray[Any]],
-) -> list[tuple[int, ...]]:
-    """One pass of :func:`_fetch_chunks`: claim, load or wait, fill ``found``; returns
-    the chunks whose claim another loader released (to be fetched again).
-
-    Every claim this pass takes ends settled (put, failed or handed to a task whose
-    callback settles it) or released, whatever is raised, ``KeyboardInterrupt``
-    included: a claim left behind would make every later read of its chunk wait
-    forever.
-    """
-    mine: list[tuple[int, ...]] = []
-    handed = 0  # mine[:handed] are settled or owned by a task's callback
-    waiting: list[tuple[tuple[int, ...], Future[NDArray[Any]]]] = []
-    # the chunk being claimed: an interruption just as claim() returns would lose
-    # the claim. Releasing it even when another thread holds it only makes its
-    # waiters load the chunk themselves: an extra read, never a wrong value.
-    claiming: tuple[int, ...] | None = None
-    try:
-        for cid in chunk_ids:
-            claiming = cid
-            hit, future = cache.claim((source.key, cid))
-            claiming = None
-            if hit is not None:
-                found[cid] = hit
-            elif future is None:
-                mine.append(cid)
-            else:
-                waiting.append((cid, future))
-        if mine and source.submits_chunks and (len(mine) > 1 or not wait):
-            for cid in mine:
-                task = source.submit_chunk(cid)
-                _decoding.add(1)
-                task.add_done_callback(_decoding.done)
-                task.add_done_callback(
-                    functools.partial(_settle, cache, (source.key, cid))
-                )
-                handed += 1
-                waiting.append((cid, task))
-        elif mine:
-            try:
-                blocks = source.read_chunks(mine)
-            except Exception as err:
-                for cid in mine:
-                    cache.fail((source.key, cid), err)
-                handed = len(mine)
-                raise
-            for cid, block in zip(mine, blocks, strict=True):
-                found[cid] = block
-                cache.put((source.key, cid), block)
-                handed += 1
-    except BaseException:
-        for cid in [*mine[handed:], *([] if claiming is None else [claiming])]:
-            cache.release((source.key, cid))
-        raise
-    retry: list[tuple[int, ...]] = []
-    if wait:
-        for cid, future in waiting:
-            try:
-                found[cid] = future.result()
-            except ReleasedClaim:
-                retry.append(cid)
-    return retry
-
-
-def _settle(cache: BlockCache, key: Hashable, task: Future[NDArray[Any]]) -> None:
-    """Hand a finished chunk read to the cache (and to the threads waiting on it);
-    a cancelled or interrupted read releases its claim."""
-    try:
-        if task.cancelled():
-            cache.release(key)
-            return
-        err = task.exception()
-        if err is not None:
-            cache.fail(key, err)
-        else:
-            cache.put(key, task.result())
-    except BaseException:  # a callback's error is only logged: never keep the claim
-        cache.release(key)
-        raise
 
 
 def read_region(

@@ -171,13 +171,22 @@ class ChunkCachedSource(Source):
                 self.guarded.put(self._key(cid), np.asarray(block))
         return [found[cid] for cid in chunk_ids]  # type: ignore[misc]
 
-    def submit_chunk(self, cid: tuple[int, ...]) -> Future[NDArray[Any]]:
+    def submit_chunk(
+        self, cid: tuple[int, ...], out: NDArray[Any] | None = None
+    ) -> Future[NDArray[Any]]:
         hit = self._cached(cid)
         if hit is not None:
+            if out is not None:
+                out[...] = hit
+                hit = out
             done: Future[NDArray[Any]] = Future()
             done.set_result(hit)
             return done
-        task = self.inner.submit_chunk(cid)
+        task = (
+            self.inner.submit_chunk(cid)
+            if out is None
+            else self.inner.submit_chunk(cid, out)
+        )
         key = self._key(cid)
 
         def store(t: Future[NDArray[Any]]) -> None:

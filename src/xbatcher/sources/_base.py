@@ -45,6 +45,9 @@ class Source(abc.ABC):
     submits_chunks: ClassVar[bool] = False
     #: True when the values are held in memory: :meth:`read` returns views of them
     in_memory: ClassVar[bool] = False
+    #: True when :meth:`read_chunk_into` (and :meth:`submit_chunk` with ``out``)
+    #: decode a chunk straight into the array given, without a copy
+    decodes_into: ClassVar[bool] = False
 
     @abc.abstractmethod
     def read(self, region: tuple[slice, ...]) -> NDArray[Any]:
@@ -54,8 +57,18 @@ class Source(abc.ABC):
         """Read whole chunks (by chunk index tuple), in the order asked."""
         return [self.read(self.chunk_region(c)) for c in chunk_ids]
 
-    def submit_chunk(self, cid: tuple[int, ...]) -> Future[NDArray[Any]]:
-        """Start reading one chunk in the background (sources with ``submits_chunks``)."""
+    def read_chunk_into(self, cid: tuple[int, ...], out: NDArray[Any]) -> NDArray[Any]:
+        """Read chunk ``cid`` into ``out`` (an array of the chunk's shape and the
+        source's dtype) and return ``out``. The default copies :meth:`read_chunks`;
+        sources with ``decodes_into`` write ``out`` directly."""
+        out[...] = self.read_chunks([cid])[0]
+        return out
+
+    def submit_chunk(
+        self, cid: tuple[int, ...], out: NDArray[Any] | None = None
+    ) -> Future[NDArray[Any]]:
+        """Start reading one chunk in the background (sources with ``submits_chunks``);
+        with ``out``, into ``out`` as :meth:`read_chunk_into` does."""
         raise NotImplementedError(
             f"{type(self).__name__} reads chunks on the calling thread "
             "(submits_chunks is False); use read_chunks"

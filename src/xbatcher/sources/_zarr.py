@@ -245,9 +245,19 @@ class ZarrSource(LazySource):
         return tuple(out)
 
     submits_chunks = True
+    decodes_into = True
 
-    def submit_chunk(self, cid: tuple[int, ...]) -> Future[NDArray[Any]]:
-        return worker_pool("decode").submit(self._read_chunk, cid)
+    def submit_chunk(
+        self, cid: tuple[int, ...], out: NDArray[Any] | None = None
+    ) -> Future[NDArray[Any]]:
+        if out is None:
+            return worker_pool("decode").submit(self._read_chunk, cid)
+        return worker_pool("decode").submit(self._read_chunk, cid, out)
+
+    def read_chunk_into(self, cid: tuple[int, ...], out: NDArray[Any]) -> NDArray[Any]:
+        """Decode chunk ``cid`` straight into ``out`` (a whole stored chunk without
+        CF functions, into a C-contiguous ``out``); otherwise decode and copy."""
+        return self._read_chunk(cid, out)
 
     def read_chunks(self, chunk_ids: Sequence[tuple[int, ...]]) -> list[NDArray[Any]]:
         """Decode the chunks, several at once in the decode pool."""
@@ -255,7 +265,9 @@ class ZarrSource(LazySource):
             return [self._read_chunk(c) for c in chunk_ids]
         return list(worker_pool("decode").map(self._read_chunk, chunk_ids))
 
-    def _read_chunk(self, cid: tuple[int, ...]) -> NDArray[Any]:
+    def _read_chunk(
+        self, cid: tuple[int, ...], out: NDArray[Any] | None = None
+    ) -> NDArray[Any]:
         stored = tuple(c + f for c, f in zip(cid, self._first, strict=True))
         key = self.backing.array.metadata.encode_chunk_key(stored)
         if self._prefix:
@@ -268,6 +280,20 @@ class ZarrSource(LazySource):
             lo, hi = max(s * c, off), min((s + 1) * c, off + n)
             local.append(slice(lo - s * c, hi - s * c))
         raw = self._fetch(key)
+        whole = all(
+            sl.stop - sl.start == c
+            for sl, c in zip(local, self._chunk_shape, strict=True)
+        )
+        if (
+            out is not None
+            and raw is not None
+            and whole
+            and not self.backing.funcs
+            and out.dtype == self._stored_dtype
+            and out.shape == self._chunk_shape
+            and out.flags.c_contiguous
+        ):
+            return self._decode(raw, key, out)
         if raw is None:
             shape = tuple(sl.stop - sl.start for sl in local)
             block: NDArray[Any] = np.full(shape, self._fill, dtype=self._stored_dtype)
@@ -284,10 +310,17 @@ class ZarrSource(LazySource):
                 f"declares {self.dtype}; open the dataset with chunks={{}} to read it "
                 "through dask instead."
             )
+        if out is not None:
+            out[...] = block
+            return out
         return block
 
-    def _decode(self, raw: Any, key: str) -> NDArray[Any]:
-        out = np.empty(self._chunk_shape, dtype=self._stored_dtype)
+    def _decode(
+        self, raw: Any, key: str, out: NDArray[Any] | None = None
+    ) -> NDArray[Any]:
+        """Decode ``raw`` into ``out`` (a fresh array when ``None``), checked."""
+        if out is None:
+            out = np.empty(self._chunk_shape, dtype=self._stored_dtype)
         cause: BaseException | None = None
         try:
             problem = self._decode_into(raw, out)
