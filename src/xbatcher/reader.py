@@ -16,9 +16,9 @@ import bisect
 import itertools
 import math
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import dask.utils
 import numpy as np
@@ -59,6 +59,8 @@ __all__ = [
     "read_region",
     "read_region_copy",
 ]
+
+T = TypeVar("T")
 
 # gathers of at least this many output bytes are shared among the cores
 _PARALLEL_GATHER_BYTES = 2**20
@@ -340,7 +342,13 @@ def _gather_dense(
             rel = tuple(s[a:z] for s in request.starts)
             take_windows_into(array, rel, lengths, out[a:z])
 
-    shares = [pieces[j :: helpers + 1] for j in range(helpers + 1)]
+    _run_shared(run, [pieces[j :: helpers + 1] for j in range(helpers + 1)])
+    return out
+
+
+def _run_shared(run: Callable[[list[T]], None], shares: list[list[T]]) -> None:
+    """``run`` each share: the first on this thread, the others on the gather
+    pool's helpers (numpy copies without the GIL)."""
     tasks = [worker_pool("gather").submit(run, share) for share in shares[1:] if share]
     try:
         run(shares[0])
@@ -350,7 +358,6 @@ def _gather_dense(
         raise
     for task in tasks:
         task.result()
-    return out
 
 
 # output rows copied by one fancy index of a shared dense gather
@@ -450,15 +457,7 @@ def _gather_groups(
     shares: list[list[WindowGroup]] = [[] for _ in range(helpers + 1)]
     for j, group in enumerate(sorted(groups, key=lambda g: -g.rows.size)):
         shares[j % len(shares)].append(group)
-    tasks = [worker_pool("gather").submit(run, share) for share in shares[1:]]
-    try:
-        run(shares[0])
-    except BaseException:
-        for task in tasks:  # interrupted: the helpers' output is thrown away
-            task.cancel()
-        raise
-    for task in tasks:
-        task.result()
+    _run_shared(run, shares)
 
 
 def _waves(
