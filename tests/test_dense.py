@@ -475,3 +475,42 @@ def test_concurrent_reads_hold_a_bounded_number_of_groups(tmp_path, monkeypatch)
     reads = _iteration.reads_in_flight(engine, bgen.plan)
     assert reads == 2
     assert peak <= values.nbytes + (reads + 2) * group + 5 * 2**20
+
+
+def test_full_shuffle_requests_every_chunk_up_front(tmp_path, monkeypatch):
+    """A full shuffle of data that half the cache holds requests all its chunks
+    when the iteration starts (each decoded once) and runs the sampler once for the
+    whole epoch; bigger data, or a chunk-aware shuffle, plans the groups ahead."""
+    values = _values((24, 8, 8))
+    da = _store(tmp_path / "a.zarr", values, (3, 8, 8))
+    decodes = _Decodes(monkeypatch)
+    monkeypatch.setattr(_iteration, "_SHUFFLE_GROUP_BYTES", 1)
+    kw: dict[str, Any] = {"input_dims": {"y": 4, "x": 4}, "batch_size": 4, "seed": 5}
+    bgen = xb.BatchGenerator(da, shuffle=True, **kw)
+    expected = [
+        np.stack([values[t, y : y + 4, x : x + 4] for t, y, x in _windows(bgen, i)])
+        for i in range(len(bgen))
+    ]
+    calls = []
+    units = xb.plan.EpochPlan.batch_units
+
+    def counted(self: Any, *args: Any) -> Any:
+        calls.append(args)
+        return units(self, *args)
+
+    monkeypatch.setattr(xb.plan.EpochPlan, "batch_units", counted)
+    assert _iteration._reads_whole_data(bgen.plan, bgen.engine, len(bgen))
+    it = iter(bgen.arrays)
+    got = [next(it)]
+    (src,) = bgen.engine.sources.values()
+    assert decodes.n == int(np.prod(src.nchunks)) == 8
+    got.extend(it)
+    assert decodes.n == 8 and calls == [(bgen.epoch - 1, 0, len(bgen))]
+    for g, want in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(g, want)
+    small = xb.BatchGenerator(
+        da, shuffle=True, block_cache_bytes=4 * values.nbytes // 3, **kw
+    )
+    pools = xb.BatchGenerator(da, shuffle="chunks", **kw)
+    for other in (small, pools):
+        assert not _iteration._reads_whole_data(other.plan, other.engine, len(other))

@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 
 from ._state import Cursor
 from ._threads import usable_cores
-from .engine import BatchEngine, prefetch
+from .engine import BatchEngine, prefetch, prefetch_all
 from .plan import EpochPlan
 from .sampling import BlockShuffleSampler, ShuffleSampler
 
@@ -160,6 +160,26 @@ def _thrashes(plan: EpochPlan, engine: BatchEngine) -> bool:
     return chunked > engine.block_cache.max_bytes
 
 
+# a whole epoch's units are computed in one call up to this many (int64 each)
+_WHOLE_EPOCH_UNITS = 2**22
+
+
+def _reads_whole_data(plan: EpochPlan, engine: BatchEngine, n_batches: int) -> bool:
+    """True for a full shuffle over chunked data that half the chunk cache holds,
+    decoded in a pool: each of its groups draws from nearly every chunk, so all the
+    chunks are requested up front, as a decode-once ideal does (planning the chunks
+    of each group ahead would only take the decoders' CPU)."""
+    if engine.roles is not None or not isinstance(plan.sampler, ShuffleSampler):
+        return False
+    chunked = [s for s in engine.sources.values() if s.chunked]
+    return (
+        bool(chunked)
+        and all(s.submits_chunks for s in chunked)
+        and sum(s.nbytes for s in chunked) <= engine.block_cache.max_bytes // 2
+        and n_batches * (plan.schema.batch_size or 1) <= _WHOLE_EPOCH_UNITS
+    )
+
+
 def _prefetch(
     plan: EpochPlan,
     first: int,
@@ -188,6 +208,15 @@ def groups_of_batches(
     requested together from a background thread while the current group is
     gathered."""
     firsts = range(indices.start, indices.stop, step)
+    if _reads_whole_data(plan, engine, len(indices)):
+        # every group draws from nearly every chunk: all are requested at once
+        # (decoding starts now), then the sampler runs once for the whole epoch
+        prefetch_all(engine)
+        epoch_units = plan.batch_units(epoch, indices.start, indices.stop)
+        for first in firsts:
+            at = first - indices.start
+            yield first, epoch_units[at : at + step]
+        return
     if not engine.chunked or _thrashes(plan, engine):
         for first in firsts:
             stop = min(first + step, indices.stop)

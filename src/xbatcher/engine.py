@@ -40,6 +40,7 @@ from .reader import (
     read_region,
 )
 from .reader import prefetch as prefetch_chunks
+from .reader import prefetch_all as prefetch_source
 from .schema import BatchSchema, Windows
 from .sources import Source, make_source
 
@@ -48,6 +49,7 @@ __all__ = [
     "Batch",
     "BatchEngine",
     "prefetch",
+    "prefetch_all",
     "read_batch",
     "read_batch_xarray",
     "read_batches",
@@ -482,6 +484,14 @@ def _lazy_all(engine: BatchEngine, windows: Windows) -> dict[Hashable, Any]:
 
 
 # --------------------------------------------------------------------------- prefetch
+def prefetch_all(engine: BatchEngine) -> None:
+    """Request every chunk of every chunked data variable (decoded into the chunk
+    cache in the sources' pools; returns at once for sources that decode in a
+    pool)."""
+    for src in engine.sources.values():
+        prefetch_source(src, engine.block_cache)
+
+
 def prefetch(engine: BatchEngine, units: NDArray[np.int64]) -> None:
     """Decode into the chunk cache the chunks that the windows of ``units`` need
     (a background thread calls this for the batches about to be read)."""

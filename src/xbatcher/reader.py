@@ -56,6 +56,7 @@ __all__ = [
     "gather",
     "parse_bytes",
     "prefetch",
+    "prefetch_all",
     "read_region",
     "read_region_copy",
 ]
@@ -261,6 +262,15 @@ def prefetch(
     if max_bytes is not None:
         needed = needed[: max(0, max_bytes // max(1, source.chunk_nbytes))]
     _fetch_chunks(source, needed, cache, wait=not source.submits_chunks)
+
+
+def prefetch_all(source: Source, cache: BlockCache) -> None:
+    """Request every chunk of ``source`` into ``cache``, in C order (without waiting
+    for the decodes of a source that decodes in a pool)."""
+    if source.bounds is None:
+        return
+    ids = [tuple(int(i) for i in c) for c in np.ndindex(*source.nchunks)]
+    _fetch_chunks(source, ids, cache, wait=not source.submits_chunks)
 
 
 def _gather_chunked(
