@@ -60,6 +60,15 @@ class _Decodes:
         monkeypatch.setattr(ZarrSource, "_decode", counted)
 
 
+def _settled(check: Any) -> None:
+    """Wait until ``check()`` holds: a slot is marked by its decode task's callback,
+    which may run just after the reader that waited for the task has woken."""
+    deadline = time.monotonic() + 30
+    while not check():
+        assert time.monotonic() < deadline, "the decode callbacks never ran"
+        time.sleep(0.005)
+
+
 def _expected(values: np.ndarray, starts: list[np.ndarray], lengths: tuple[int, ...]):
     return np.stack(
         [
@@ -151,7 +160,8 @@ def test_each_chunk_decoded_once_and_kept_after_eviction(tmp_path, monkeypatch):
     np.testing.assert_array_equal(gather(src, request, cache), want)
     assert decodes.n == 4
     dense = dense_buffer(src, cache)
-    assert dense is not None and dense.complete
+    assert dense is not None
+    _settled(lambda: dense.complete)
     cache.clear()  # every chunk evicted: they come back from their slots
     np.testing.assert_array_equal(gather(src, request, cache), want)
     np.testing.assert_array_equal(
@@ -208,13 +218,15 @@ def test_a_damaged_chunk_leaves_its_slot_free(tmp_path, monkeypatch):
         gather(src, request, cache)
     dense = dense_buffer(src, cache)
     assert dense is not None and not dense.holds([(1, 0, 0)])
-    assert dense.begin((1, 0, 0)) is not None  # free: nobody is writing it
+    freed = []  # free again (once the failed task's callback ran): nobody writes it
+    _settled(lambda: freed.append(dense.begin((1, 0, 0))) or freed[-1] is not None)
+    assert not dense.holds([(1, 0, 0)])
     dense.abandon((1, 0, 0))
     broken["on"] = False
     np.testing.assert_array_equal(
         gather(src, request, cache), values.reshape(3, 2, 4, 4)
     )
-    assert dense.complete
+    _settled(lambda: dense.complete)
 
 
 def test_slot_marked_late_still_gathers_from_the_buffer(tmp_path, monkeypatch):
@@ -484,6 +496,14 @@ def test_full_shuffle_requests_every_chunk_up_front(tmp_path, monkeypatch):
     values = _values((24, 8, 8))
     da = _store(tmp_path / "a.zarr", values, (3, 8, 8))
     decodes = _Decodes(monkeypatch)
+    submitted = []
+    submit = ZarrSource.submit_chunk
+
+    def counted_submit(self: Any, cid: Any, *args: Any) -> Any:
+        submitted.append(cid)
+        return submit(self, cid, *args)
+
+    monkeypatch.setattr(ZarrSource, "submit_chunk", counted_submit)
     monkeypatch.setattr(_iteration, "_SHUFFLE_GROUP_BYTES", 1)
     kw: dict[str, Any] = {"input_dims": {"y": 4, "x": 4}, "batch_size": 4, "seed": 5}
     bgen = xb.BatchGenerator(da, shuffle=True, **kw)
@@ -503,7 +523,8 @@ def test_full_shuffle_requests_every_chunk_up_front(tmp_path, monkeypatch):
     it = iter(bgen.arrays)
     got = [next(it)]
     (src,) = bgen.engine.sources.values()
-    assert decodes.n == int(np.prod(src.nchunks)) == 8
+    # all requested by the first batch (not all decoded yet: 2 threads decode them)
+    assert sorted(submitted) == sorted(np.ndindex(*src.nchunks)) and len(submitted) == 8
     got.extend(it)
     assert decodes.n == 8 and calls == [(bgen.epoch - 1, 0, len(bgen))]
     for g, want in zip(got, expected, strict=True):
