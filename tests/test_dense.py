@@ -535,3 +535,37 @@ def test_full_shuffle_requests_every_chunk_up_front(tmp_path, monkeypatch):
     pools = xb.BatchGenerator(da, shuffle="chunks", **kw)
     for other in (small, pools):
         assert not _iteration._reads_whole_data(other.plan, other.engine, len(other))
+
+
+def test_big_windows_across_chunk_edges(tmp_path):
+    """Windows of 32 KiB (the size from which the per-chunk path copies window by
+    window) gathered from the dense buffer with one fancy index, in order and
+    shuffled, across the time chunks' edges: the values of isel."""
+    values = _values((40, 32, 64))
+    da = _store(tmp_path / "a.zarr", values, (6, 32, 64))
+    for shuffle in (False, True):
+        kw = {"seed": 1} if shuffle else {}
+        bgen = xb.BatchGenerator(
+            da,
+            input_dims={"t": 8, "y": 32, "x": 32},
+            input_overlap={"t": 5},
+            batch_size=5,
+            shuffle=shuffle,
+            **kw,
+        )
+        assert bgen.engine.batch_nbytes == 5 * 8 * 32 * 32 * 4
+        expected = [
+            np.stack(
+                [
+                    values[t : t + 8, y : y + 32, x : x + 32]
+                    for t, y, x in _windows(bgen, i)
+                ]
+            )
+            for i in range(len(bgen))
+        ]
+        got = list(bgen.arrays)
+        assert len(got) == len(expected)
+        for g, e in zip(got, expected, strict=True):
+            np.testing.assert_array_equal(g, e)
+        (src,) = bgen.engine.sources.values()
+        assert dense_buffer(src, bgen.block_cache) is not None

@@ -333,9 +333,10 @@ def _gather_dense(
             chunks = _fetch_chunks(source, needed, cache)
             if any(chunks[cid].base is not array for cid in needed):
                 return None
+    # one fancy index whatever the window size: from one buffer it beats a slice
+    # copy per window also for big windows (W4z: 8x32x32 float32, 1.06-1.09x of the
+    # per-chunk gather, where slices were 0.87-1.02x)
     lengths = request.lengths
-    if math.prod(lengths) * array.itemsize >= _SLICE_COPY_BYTES:
-        return _gather_array(array, None, request.starts, lengths)
     count = request.count
     nbytes = count * math.prod(lengths) * array.itemsize
     helpers = gather_helpers(nbytes)
