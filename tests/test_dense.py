@@ -259,6 +259,7 @@ def test_buffer_protocol():
         shape, dtype = values.shape, values.dtype
         bound_lists = ([0, 2, 4], [0, 2], [0, 2])
         bounds = tuple(np.array(b) for b in bound_lists)
+        nchunks = (2, 1, 1)
 
     buf = DenseBuffer(Src())  # type: ignore[arg-type]
     slot = buf.begin((1, 0, 0))

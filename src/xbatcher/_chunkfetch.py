@@ -85,7 +85,7 @@ def _fetch_claimed(
     wait: bool,
     found: dict[tuple[int, ...], NDArray[Any]],
 ) -> list[tuple[int, ...]]:
-    """One pass of :func:`_fetch_chunks`: claim, load or wait, fill ``found``; returns
+    """One pass of :func:`fetch_chunks`: claim, load or wait, fill ``found``; returns
     the chunks whose claim another loader released (to be fetched again).
 
     Every claim this pass takes ends settled (put, failed or handed to a task whose
@@ -179,10 +179,7 @@ def _settle_slot(
     (runs before :func:`_settle` hands the chunk to the cache), free otherwise."""
     try:
         ok = not task.cancelled() and task.exception() is None
-        if ok and task.result() is slot:
-            dense.finish(cid, slot)
-        else:
-            dense.abandon(cid)
+        dense.settle(cid, slot, task.result() if ok else None)
     except BaseException:
         dense.abandon(cid)
         raise
@@ -205,9 +202,8 @@ def _read_now(
         except BaseException:
             dense.abandon(cid)
             raise
-        blocks.append(dense.finish(cid, slot) if block is slot else block)
-        if block is not slot:
-            dense.abandon(cid)
+        dense.settle(cid, slot, block)
+        blocks.append(block)
     return blocks
 
 

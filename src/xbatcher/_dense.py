@@ -60,7 +60,7 @@ class DenseBuffer:
         self.lists = source.bound_lists
         self.array: NDArray[Any] = np.empty(source.shape, dtype=source.dtype)
         self.nbytes = int(self.array.nbytes)
-        self.total = math.prod(len(b) - 1 for b in self.lists)
+        self.total = math.prod(source.nchunks)
         self._state: dict[tuple[int, ...], int] = {}
         self._held = 0
         self._lock = threading.Lock()
@@ -94,6 +94,16 @@ class DenseBuffer:
                 self._state[cid] = _HELD
                 self._held += 1
         return slot
+
+    def settle(
+        self, cid: tuple[int, ...], slot: NDArray[Any], block: NDArray[Any] | None
+    ) -> None:
+        """The read of ``cid`` into ``slot`` ended with ``block`` (``None``: it
+        failed): the slot is held when the read wrote it, free again otherwise."""
+        if block is slot:
+            self.finish(cid, slot)
+        else:
+            self.abandon(cid)
 
     def abandon(self, cid: tuple[int, ...]) -> None:
         """Give up writing the slot of ``cid`` (its read failed or was
@@ -172,10 +182,9 @@ if hasattr(os, "register_at_fork"):
 
 
 def _eligible(source: Source) -> bool:
-    if not source.decodes_into or source.bounds is None or source.nbytes == 0:
+    if source.bounds is None or source.nbytes == 0:
         return False
-    lists = source.bound_lists
-    return math.prod(len(b) - 1 for b in lists) > 1 and slots_contiguous(lists)
+    return math.prod(source.nchunks) > 1 and slots_contiguous(source.bound_lists)
 
 
 def dense_buffer(source: Source, cache: BlockCache | None) -> DenseBuffer | None:

@@ -98,7 +98,7 @@ def reads_in_flight(engine: BatchEngine, plan: EpochPlan) -> int:
 
 
 def _read_concurrently(
-    groups: Iterator[tuple[int, list[Units]]],
+    groups: Generator[tuple[int, list[Units]], None, None],
     read_group: Callable[[list[Units]], Iterable[T]],
     reads: int,
 ) -> Generator[tuple[int, list[T]], None, None]:
@@ -119,9 +119,7 @@ def _read_concurrently(
             yield done_first, task.result()
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
-        close = getattr(groups, "close", None)
-        if close is not None:
-            close()  # its read-ahead pool too, now rather than at garbage collection
+        groups.close()  # its read-ahead pool too, now rather than at garbage collection
 
 
 def _read_all(
@@ -202,7 +200,7 @@ def _prefetch(
 
 def groups_of_batches(
     plan: EpochPlan, engine: BatchEngine, epoch: int, indices: range, step: int
-) -> Iterator[tuple[int, list[Units]]]:
+) -> Generator[tuple[int, list[Units]], None, None]:
     """Units of consecutive groups of ``step`` batches of ``epoch``; with chunked
     sources, the chunks of the next groups (``_READAHEAD_BYTES`` of output) are
     requested together from a background thread while the current group is

@@ -269,7 +269,7 @@ def prefetch_all(source: Source, cache: BlockCache) -> None:
     for the decodes of a source that decodes in a pool)."""
     if source.bounds is None:
         return
-    ids = [tuple(int(i) for i in c) for c in np.ndindex(*source.nchunks)]
+    ids = list(np.ndindex(*source.nchunks))
     _fetch_chunks(source, ids, cache, wait=not source.submits_chunks)
 
 

@@ -250,8 +250,6 @@ class ZarrSource(LazySource):
     def submit_chunk(
         self, cid: tuple[int, ...], out: NDArray[Any] | None = None
     ) -> Future[NDArray[Any]]:
-        if out is None:
-            return worker_pool("decode").submit(self._read_chunk, cid)
         return worker_pool("decode").submit(self._read_chunk, cid, out)
 
     def read_chunk_into(self, cid: tuple[int, ...], out: NDArray[Any]) -> NDArray[Any]:
@@ -280,14 +278,9 @@ class ZarrSource(LazySource):
             lo, hi = max(s * c, off), min((s + 1) * c, off + n)
             local.append(slice(lo - s * c, hi - s * c))
         raw = self._fetch(key)
-        whole = all(
-            sl.stop - sl.start == c
-            for sl, c in zip(local, self._chunk_shape, strict=True)
-        )
-        if (
+        if (  # a whole stored chunk, as stored: decoded straight into `out`
             out is not None
             and raw is not None
-            and whole
             and not self.backing.funcs
             and out.dtype == self._stored_dtype
             and out.shape == self._chunk_shape
